@@ -1,0 +1,61 @@
+"""The ASGI app: the platform's lifespan plus the websocket and HTTP routes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from iapflow import __version__
+from iapflow.config import Config
+from iapflow.platform import Platform
+from iapflow.plugins import Plugins
+from iapflow.transports.jsonws import JsonWebsocket
+
+JSON_PATHS = ("/", "/ws", "/ws/v1")
+
+
+def create_app(config: Config, plugins: Plugins | None = None) -> Starlette:
+    """Build the app for ``config``; the platform starts and stops with the app's lifespan."""
+    platform = Platform(config, plugins)
+    platform.prepare()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await platform.start()
+        try:
+            yield
+        finally:
+            await platform.stop()
+
+    async def config_endpoint(_request: Request) -> JSONResponse:
+        return JSONResponse(
+            {
+                "version": __version__,
+                "websocket_package_size": config.websocket.package_size,
+                "supports_watch": True,
+                "protocols": {"json": list(JSON_PATHS)},
+            }
+        )
+
+    async def health(_request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "clients": len(platform.sessions)})
+
+    async def plugins_endpoint(_request: Request) -> JSONResponse:
+        return JSONResponse([vars(p) for p in platform.plugins.info()])
+
+    ws = JsonWebsocket(platform)
+    routes: list[BaseRoute] = [
+        Route("/config", config_endpoint),
+        Route("/healthz", health),
+        Route("/-/plugins", plugins_endpoint),
+        *(WebSocketRoute(path, ws.endpoint) for path in JSON_PATHS),
+        *platform.plugins.routes(),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.platform = platform
+    return app

@@ -1,0 +1,279 @@
+"""Sign-in and principals: who a token or a password belongs to, and what it may do.
+
+Also ensures the built-in roles and users at startup and the first admin from config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from iapflow import wellknown
+from iapflow.auth.passwords import hash_password
+from iapflow.auth.roles import RoleCache
+from iapflow.auth.tokens import TokenClaims, TokenService
+from iapflow.config import Config
+from iapflow.errors import AccessDenied, ApiError, NotSignedIn
+from iapflow.ids import new_id
+from iapflow.jsonutil import utcnow
+from iapflow.security.acl import FULL_CONTROL, READ, UPDATE, has_right
+from iapflow.security.principal import Principal
+from iapflow.storage import Document, Storage
+
+log = logging.getLogger("iapflow.auth")
+
+Authenticate = Callable[[str, str], Awaitable[Document | None]]
+SigninObserver = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class SigninResult:
+    """A successful sign-in: who, the token, and when it expires."""
+
+    principal: Principal
+    jwt: str
+    claims: TokenClaims
+
+
+class AuthService:
+    """Tokens, principals and sign-in over the ``users`` collection."""
+
+    def __init__(
+        self,
+        config: Config,
+        storage: Storage,
+        tokens: TokenService,
+        authenticate: Authenticate,
+        on_signin: SigninObserver,
+    ) -> None:
+        self.config = config
+        self.storage = storage
+        self.tokens = tokens
+        self._authenticate = authenticate
+        self._on_signin = on_signin
+        self.roles = RoleCache(self._load_roles, config.auth.role_cache_seconds)
+        self._first_admin_lock = asyncio.Lock()
+
+    async def _load_roles(self) -> list[dict[str, object]]:
+        return await self.storage.find(
+            "users", {"_type": "role"}, projection={"_id": 1, "name": 1, "members": 1}
+        )
+
+    # -- principals -----------------------------------------------------------------------------
+
+    async def principal_for_user(self, user: Document, impostor: str = "") -> Principal:
+        """Build the principal of a stored user document, with resolved roles."""
+        roles = await self.roles.roles_of(str(user["_id"]))
+        return Principal(
+            id=str(user["_id"]),
+            name=str(user.get("name") or user.get("username") or ""),
+            username=str(user.get("username") or ""),
+            roles=roles,
+            email=str(user.get("email") or ""),
+            impostor=impostor,
+            disabled=bool(user.get("disabled")),
+        )
+
+    async def principal_from_token(self, token: Any) -> tuple[Principal, TokenClaims]:
+        """Verify ``token`` and load its user; :class:`NotSignedIn` if either fails."""
+        claims = self.tokens.verify(token)
+        user = await self.storage.find_one("users", {"_id": claims.user_id, "_type": "user"})
+        if user is None:
+            raise NotSignedIn("invalid token: its user no longer exists")
+        if user.get("disabled"):
+            raise NotSignedIn(f"user {user.get('username')} is disabled")
+        return await self.principal_for_user(user, claims.impostor), claims
+
+    async def principal_ids(self, principal_id: str) -> list[str] | None:
+        """The ids an ACL entry can name to reach a user or role (for ``queryas``)."""
+        doc = await self.storage.find_one("users", {"_id": principal_id})
+        if doc is None:
+            return None
+        roles = await self.roles.roles_of(principal_id, implicit_users=doc.get("_type") == "user")
+        return [principal_id, *(r["_id"] for r in roles)]
+
+    # -- sign-in --------------------------------------------------------------------------------
+
+    async def signin(self, data: dict[str, Any], remote: dict[str, str]) -> SigninResult:
+        """Sign in by ``username``/``password`` or ``jwt``; impersonate; issue a token.
+
+        Every attempt is reported to ``on_signin`` observers; failures cost
+        ``auth.signin_failure_delay_seconds`` to slow down guessing.
+        """
+        event: dict[str, Any] = {
+            "success": False, "username": None, "userid": None, "impostorid": None,
+            "remoteip": remote.get("remoteip"), "clientagent": data.get("clientagent"),
+            "clientversion": data.get("clientversion"), "type": "local", "reason": None,
+        }
+        try:
+            result = await self._signin(data, event)
+        except ApiError as exc:
+            event["reason"] = str(exc)
+            await self._on_signin(event)
+            await asyncio.sleep(self.config.auth.signin_failure_delay_seconds)
+            raise
+        event["success"] = True
+        await self._on_signin(event)
+        return result
+
+    async def _signin(self, data: dict[str, Any], event: dict[str, Any]) -> SigninResult:
+        long = bool(data.get("longtoken"))
+        impostor = ""
+        if data.get("jwt"):
+            event["type"] = "jwtsignin"
+            principal, claims = await self.principal_from_token(data["jwt"])
+            event.update(username=principal.username, userid=principal.id)
+            user = {"_id": principal.id}
+            impostor = claims.impostor
+        elif "username" in data or "password" in data:
+            username, password = data.get("username"), data.get("password")
+            if not isinstance(username, str) or not isinstance(password, str) or not username:
+                raise ApiError("signin needs a username and a password (strings), or a jwt")
+            event["username"] = username.strip().lower()
+            found = await self._authenticate(username, password)
+            if found is None:
+                found = await self._first_signin_admin(username, password)
+            if found is None:
+                raise NotSignedIn("unknown username or wrong password")
+            if found.get("disabled"):
+                event["userid"] = found["_id"]
+                raise NotSignedIn(f"user {found.get('username')} is disabled")
+            user = found
+            event["userid"] = found["_id"]
+        else:
+            raise ApiError("signin needs a username and a password, or a jwt")
+
+        target = data.get("impersonate")
+        if target not in (None, "", "-1", "false", False):
+            return await self._impersonate(user, str(target), long, event)
+        if impostor and target in ("-1", "false", False):
+            # Stop impersonating: back to the real user.
+            user, impostor = {"_id": impostor}, ""
+        stored = await self.storage.find_one("users", {"_id": user["_id"], "_type": "user"})
+        if stored is None or stored.get("disabled"):
+            raise NotSignedIn("user is missing or disabled")
+        principal = await self.principal_for_user(stored, impostor)
+        token = self.tokens.issue(principal.id, impostor, long)
+        return SigninResult(principal, token, self.tokens.verify(token))
+
+    async def _impersonate(
+        self, user: Document, target_id: str, long: bool, event: dict[str, Any]
+    ) -> SigninResult:
+        stored = await self.storage.find_one("users", {"_id": user["_id"], "_type": "user"})
+        if stored is None:
+            raise NotSignedIn("user is missing")
+        real = await self.principal_for_user(stored)
+        target = await self.storage.find_one("users", {"_id": target_id, "_type": "user"})
+        if target is None or not has_right(real, target, UPDATE):
+            raise AccessDenied(f"cannot impersonate {target_id}: you need update right on that user")
+        if target.get("disabled"):
+            raise NotSignedIn(f"user {target.get('username')} is disabled")
+        principal = await self.principal_for_user(target, real.id)
+        event.update(type="impersonate", impostorid=real.id, userid=principal.id)
+        token = self.tokens.issue(principal.id, real.id, long)
+        return SigninResult(principal, token, self.tokens.verify(token))
+
+    async def _first_signin_admin(self, username: str, password: str) -> Document | None:
+        """OpenFlow's first-sign-in-becomes-admin, only when enabled and listening on loopback."""
+        if not self.config.auth.first_signin_becomes_admin or not _is_loopback(self.config.server.host):
+            return None
+        async with self._first_admin_lock:
+            others = await self.storage.count(
+                "users", {"_type": "user", "_id": {"$nin": sorted(wellknown.BUILTIN_USERS.values())}}
+            )
+            if others:
+                return None
+            log.warning("first sign-in on an empty system: %s becomes admin", username)
+            return await self.add_user(username, password, admin=True)
+
+    # -- users and built-ins --------------------------------------------------------------------
+
+    async def add_user(self, username: str, password: str, admin: bool = False, name: str = "") -> Document:
+        """Create a user (or set the password of an existing one), optionally making it admin."""
+        username = username.strip().lower()
+        if not username or not password:
+            raise ApiError("a user needs a username and a password")
+        passwordhash = await hash_password(password, self.config.auth.bcrypt_rounds)
+        existing = await self.storage.find_one("users", {"_type": "user", "username": username})
+        if existing is not None:
+            await self.storage.update_one(
+                "users", {"_id": existing["_id"]}, {"$set": {"passwordhash": passwordhash}}
+            )
+            user = existing
+        else:
+            user_id = new_id()
+            now = utcnow()
+            user = {
+                "_id": user_id, "_type": "user", "name": name or username, "username": username,
+                "passwordhash": passwordhash,
+                "_acl": [
+                    {"_id": wellknown.ADMINS, "name": "admins", "rights": FULL_CONTROL},
+                    {"_id": user_id, "name": name or username, "rights": READ | UPDATE | 16},
+                ],
+                "_created": now, "_createdby": "iapflow", "_createdbyid": wellknown.ROOT,
+                "_modified": now, "_modifiedby": "iapflow", "_modifiedbyid": wellknown.ROOT,
+                "_version": 0,
+            }
+            await self.storage.insert_one("users", user)
+        if admin:
+            await self.storage.update_one(
+                "users", {"_id": wellknown.ADMINS, "members._id": {"$ne": user["_id"]}},
+                {"$push": {"members": {"_id": user["_id"], "name": user.get("name", username)}}},
+            )
+        self.roles.invalidate()
+        return user
+
+    async def ensure_builtins(self) -> None:
+        """Create the well-known roles and users if missing, with their memberships and indexes."""
+        await self.storage.create_index("users", [("username", 1)], unique=True, sparse=True)
+        await self.storage.create_index("users", [("_type", 1), ("name", 1)])
+        now = utcnow()
+        admins_ace = {"_id": wellknown.ADMINS, "name": "admins", "rights": FULL_CONTROL}
+        builtins = [(name, rid, "role") for name, rid in wellknown.BUILTIN_ROLES.items()]
+        builtins += [(name, uid, "user") for name, uid in wellknown.BUILTIN_USERS.items()]
+        names = {rid: name for name, rid, _ in builtins}
+        for name, pid, kind in builtins:
+            if await self.storage.find_one("users", {"_id": pid}) is not None:
+                continue
+            doc: Document = {
+                "_id": pid, "_type": kind, "name": name, "_acl": [dict(admins_ace)],
+                "_created": now, "_createdby": "iapflow", "_createdbyid": wellknown.ROOT,
+                "_modified": now, "_modifiedby": "iapflow", "_modifiedbyid": wellknown.ROOT,
+                "_version": 0,
+            }
+            if kind == "user":
+                doc["username"] = name
+                doc["disabled"] = name == "guest"
+            else:
+                doc["members"] = []
+            if pid == wellknown.USERS:
+                # Members of "users" (everyone) can read the role, as in OpenFlow.
+                doc["_acl"].append({"_id": wellknown.USERS, "name": "users", "rights": READ})
+            await self.storage.insert_one("users", doc)
+        for role_id, member_ids in wellknown.BUILTIN_MEMBERS.items():
+            for member_id in member_ids:
+                await self.storage.update_one(
+                    "users", {"_id": role_id, "members._id": {"$ne": member_id}},
+                    {"$push": {"members": {"_id": member_id, "name": names.get(member_id, "")}}},
+                )
+        self.roles.invalidate()
+
+    async def ensure_admin_from_config(self) -> None:
+        """Create or update the admin named by ``auth.admin_username``/``admin_password``."""
+        auth = self.config.auth
+        if auth.admin_username and auth.admin_password:
+            await self.add_user(auth.admin_username, auth.admin_password, admin=True)
+            log.info("ensured admin user %s", auth.admin_username.strip().lower())
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,99 @@
+"""HS256 JSON web tokens (joserfc) and the secret that signs them.
+
+The payload is OpenFlow's slim form, ``{"data": {"_id", "impostor"}}``, plus ``sub``, ``iat``,
+``exp`` and ``iss``. Roles are never in the token: they are resolved on every use.
+Only HS256 is accepted, so ``alg: none`` and algorithm-confusion tokens are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import OctKey
+
+from iapflow.errors import ConfigError, NotSignedIn
+
+ISSUER = "iapflow"
+_SECRET_FILE = "jwt_secret"
+_MIN_SECRET = 32
+
+
+def load_secret(configured: str, data_dir: Path) -> str:
+    """The configured secret, or the one kept in the data directory (made on first use)."""
+    if configured:
+        if len(configured) < _MIN_SECRET:
+            raise ConfigError(
+                "auth.jwt_secret", f"must be at least {_MIN_SECRET} characters long"
+            )
+        return configured
+    path = data_dir / _SECRET_FILE
+    if path.exists():
+        return path.read_text(encoding="ascii").strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as file:
+        file.write(secret)
+    return secret
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a valid token says."""
+
+    user_id: str
+    impostor: str
+    expires: int
+    long: bool
+
+
+class TokenService:
+    """Issues and verifies tokens with one HS256 key."""
+
+    def __init__(self, secret: str, lifetime: int, long_lifetime: int) -> None:
+        self._key = OctKey.import_key(secret.encode("utf-8"))
+        self.lifetime = lifetime
+        self.long_lifetime = long_lifetime
+
+    def issue(self, user_id: str, impostor: str = "", long: bool = False) -> str:
+        """A signed token for ``user_id`` (acting as ``impostor`` when impersonating)."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "data": {"_id": user_id, "impostor": impostor},
+            "sub": user_id,
+            "iss": ISSUER,
+            "iat": now,
+            "exp": now + (self.long_lifetime if long else self.lifetime),
+        }
+        if long:
+            claims["long"] = True
+        return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self._key, algorithms=["HS256"])
+
+    def verify(self, token: Any) -> TokenClaims:
+        """The claims of a valid token; :class:`NotSignedIn` for anything else."""
+        if not isinstance(token, str) or not token or len(token) > 8192:
+            raise NotSignedIn("invalid token: not a JWT string")
+        if token.lower().startswith(("bearer ", "jwt ")):
+            token = token.split(" ", 1)[1].strip()
+        try:
+            decoded = jwt.decode(token, self._key, algorithms=["HS256"])
+        except (JoseError, ValueError, TypeError) as exc:
+            raise NotSignedIn(f"invalid token: {exc.__class__.__name__}") from None
+        claims = decoded.claims
+        exp = claims.get("exp")
+        if not isinstance(exp, int) or exp <= time.time():
+            raise NotSignedIn("token expired: sign in again")
+        if claims.get("iss") != ISSUER:
+            raise NotSignedIn("invalid token: wrong issuer")
+        data = claims.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("_id"), str):
+            raise NotSignedIn("invalid token: no user in it")
+        impostor = data.get("impostor") or ""
+        return TokenClaims(data["_id"], str(impostor), exp, bool(claims.get("long")))

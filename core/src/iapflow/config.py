@@ -1,0 +1,172 @@
+"""Deployment configuration: one TOML file plus ``IAPFLOW_<SECTION>__<KEY>`` environment overrides.
+
+Every value is validated at startup; a wrong one fails with its dotted key and the reason.
+Backend sections (``[storage]``, later ``[messaging]``...) name their backend and pass the
+remaining keys to that plugin, which validates them itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from iapflow.errors import ConfigError
+
+ENV_PREFIX = "IAPFLOW_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerConfig(_Section):
+    """``[server]``: where the HTTP/websocket server listens and keeps its files."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=0, le=65535)
+    data_dir: Path = Path("~/.local/share/iapflow")
+    log_level: str = "info"
+
+
+class StorageConfig(BaseModel):
+    """``[storage]``: ``backend`` names the storage plugin; other keys belong to that plugin."""
+
+    model_config = ConfigDict(extra="allow")
+    backend: str = "mongo"
+
+    def options(self) -> dict[str, Any]:
+        """The backend's own keys (everything but ``backend``)."""
+        return dict(self.model_extra or {})
+
+
+class AuthConfig(_Section):
+    """``[auth]``: tokens, passwords and sign-in policy."""
+
+    jwt_secret: str = ""
+    token_lifetime_seconds: int = Field(300, ge=10)
+    long_token_lifetime_days: int = Field(365, ge=1)
+    refresh_before_seconds: int = Field(60, ge=1)
+    bcrypt_rounds: int = Field(12, ge=4, le=16)
+    signin_failure_delay_seconds: float = Field(1.0, ge=0)
+    first_signin_becomes_admin: bool = False
+    role_cache_seconds: float = Field(60.0, ge=0)
+    admin_username: str = ""
+    admin_password: str = ""
+
+
+class WebsocketConfig(_Section):
+    """``[websocket]``: JSON protocol limits and timers."""
+
+    package_size: int = Field(25000, ge=100)
+    max_frame_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    signin_timeout_seconds: float = Field(120, gt=0)
+    max_inflight: int = Field(64, ge=1)
+    ping_interval_seconds: float = Field(20, gt=0)
+    ping_timeout_seconds: float = Field(20, gt=0)
+
+
+class QueryConfig(_Section):
+    """``[query]``: result size defaults and caps."""
+
+    default_top: int = Field(100, ge=1)
+    max_top: int = Field(10000, ge=1)
+
+
+class PluginsConfig(_Section):
+    """``[plugins]``: ``blocked`` names installed plugins that must not load."""
+
+    blocked: list[str] = Field(default_factory=list)
+
+
+class Config(_Section):
+    """The whole deployment configuration."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    websocket: WebsocketConfig = Field(default_factory=WebsocketConfig)
+    query: QueryConfig = Field(default_factory=QueryConfig)
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory with ``~`` expanded."""
+        return self.server.data_dir.expanduser()
+
+
+def _env_value(text: str) -> Any:
+    stripped = text.strip()
+    if stripped[:1] in "[{":
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            return text
+    return text
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Collect ``IAPFLOW_SECTION__KEY=value`` variables into ``{section: {key: value}}``."""
+    found: dict[str, dict[str, Any]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].partition("__")
+        found.setdefault(section.lower(), {})[key.lower()] = _env_value(value)
+    # The two documented shortcuts for the first admin.
+    for short, key in (("ADMIN_USERNAME", "admin_username"), ("ADMIN_PASSWORD", "admin_password")):
+        if ENV_PREFIX + short in environ:
+            found.setdefault("auth", {})[key] = environ[ENV_PREFIX + short]
+    return found
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def build_config(data: Mapping[str, Any]) -> Config:
+    """Validate a config mapping; raise :class:`ConfigError` naming the first bad key."""
+    try:
+        return Config.model_validate(dict(data))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"]) or "(root)"
+        reason = error["msg"]
+        if error["type"] == "extra_forbidden":
+            reason = "unknown key (check its spelling against docs/configuration.md)"
+        else:
+            reason = f"{reason} (got {error.get('input')!r})"
+        raise ConfigError(key, reason) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load the TOML file at ``path`` (if any), apply environment and then explicit overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("--config", f"file {file} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{file} is not valid TOML: {exc}") from None
+    data = _merge(data, env_overrides(os.environ if environ is None else environ))
+    if overrides:
+        data = _merge(data, overrides)
+    return build_config(data)

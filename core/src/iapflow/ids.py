@@ -1,0 +1,31 @@
+"""Document ids: 24 hex characters laid out like a MongoDB ObjectId, stored as strings (as OpenFlow does)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+
+_process_random = os.urandom(5)
+_counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+_lock = threading.Lock()
+
+
+def new_id() -> str:
+    """Return a new unique id: 4 bytes of seconds, 5 random bytes per process, a 3-byte counter."""
+    with _lock:
+        count = next(_counter) & 0xFFFFFF
+    raw = int(time.time()).to_bytes(4, "big") + _process_random + count.to_bytes(3, "big")
+    return raw.hex()
+
+
+def is_id(value: object) -> bool:
+    """True when ``value`` is a string of 24 hex digits."""
+    if not isinstance(value, str) or len(value) != 24:
+        return False
+    try:
+        int(value, 16)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,120 @@
+"""The running platform: config, plugins, storage, auth, data layer and dispatcher, wired once."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from iapflow.auth.service import AuthService
+from iapflow.auth.tokens import TokenService, load_secret
+from iapflow.config import Config
+from iapflow.data.layer import DataLayer
+from iapflow.dispatch import Dispatcher
+from iapflow.errors import StartupError, StorageError
+from iapflow.plugins import Plugins, require
+from iapflow.storage import Document, Storage, StorageContext
+
+if TYPE_CHECKING:
+    from iapflow.session import Session
+
+log = logging.getLogger("iapflow")
+
+
+class Platform:
+    """Everything a request needs, built from a config and a set of plugins."""
+
+    def __init__(self, config: Config, plugins: Plugins | None = None) -> None:
+        self.config = config
+        self.plugins = plugins or Plugins(blocked=config.plugins.blocked)
+        self.sessions: dict[str, Session] = {}
+        self._storage: Storage | None = None
+        self._auth: AuthService | None = None
+        self._data: DataLayer | None = None
+        self._dispatcher: Dispatcher | None = None
+
+    # Typed accessors: using a part before start() is a programming error.
+    @property
+    def storage(self) -> Storage:
+        """The storage backend (after :meth:`start_storage`)."""
+        assert self._storage is not None, "platform not started"
+        return self._storage
+
+    @property
+    def auth(self) -> AuthService:
+        """Tokens, principals and sign-in."""
+        assert self._auth is not None, "platform not started"
+        return self._auth
+
+    @property
+    def data(self) -> DataLayer:
+        """The secure data layer."""
+        assert self._data is not None, "platform not started"
+        return self._data
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The command dispatcher."""
+        assert self._dispatcher is not None, "platform not started"
+        return self._dispatcher
+
+    def prepare(self) -> None:
+        """Resolve the configured backends without starting them: fails fast on a missing
+        plugin or a bad backend option, before any server starts."""
+        if self._storage is None:
+            factory = require(self.plugins.storage_backends(), self.config.storage.backend, "storage")
+            self._storage = factory(self.config.storage.options(), StorageContext(self.config.data_dir))
+
+    async def start_storage(self) -> None:
+        """Start the configured storage backend and auth (all the CLI's user commands need)."""
+        self.prepare()
+        storage = self.storage
+        try:
+            await storage.start()
+        except StorageError as exc:
+            raise StartupError(f"storage backend {self.config.storage.backend!r} did not start: {exc}") from exc
+        tokens = TokenService(
+            load_secret(self.config.auth.jwt_secret, self.config.data_dir),
+            self.config.auth.token_lifetime_seconds,
+            self.config.auth.long_token_lifetime_days * 86400,
+        )
+        self._auth = AuthService(self.config, storage, tokens, self._authenticate, self._signin_event)
+        await self._auth.ensure_builtins()
+        await self._auth.ensure_admin_from_config()
+
+    async def start(self) -> None:
+        """Start storage, ensure built-ins, build the data layer and dispatcher, run ``startup``."""
+        await self.start_storage()
+        self._data = DataLayer(
+            self.storage,
+            bcrypt_rounds=self.config.auth.bcrypt_rounds,
+            on_users_changed=self.auth.roles.invalidate,
+            on_change=self._document_changed,
+            resolve_principal=self.auth.principal_ids,
+            role_name=self.auth.roles.name_of,
+        )
+        self._dispatcher = Dispatcher(self, self.plugins.commands())
+        await self.plugins.startup(self)
+        log.info("iapflow started: storage %s", self.config.storage.backend)
+
+    async def stop(self) -> None:
+        """Close sessions, run ``shutdown`` hooks, stop storage."""
+        for session in list(self.sessions.values()):
+            await session.close(1001, "server shutting down")
+        if self._dispatcher is not None:
+            await self.plugins.shutdown(self)
+        if self._storage is not None:
+            await self._storage.stop()
+            self._storage = None
+
+    async def _authenticate(self, username: str, password: str) -> Document | None:
+        for _name, provider in self.plugins.auth_providers().items():
+            user: Document | None = await provider.authenticate(self, username, password)
+            if user is not None:
+                return user
+        return None
+
+    async def _signin_event(self, event: dict[str, Any]) -> None:
+        await self.plugins.on_signin(self, event)
+
+    async def _document_changed(self, collection: str, operation: str, document: Document) -> None:
+        await self.plugins.on_document_change(self, collection, operation, document)

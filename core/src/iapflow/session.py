@@ -1,0 +1,100 @@
+"""A connection's session: its signed-in user and token refresh, whatever the transport."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from iapflow.errors import ApiError, NotSignedIn
+from iapflow.ids import new_id
+
+if TYPE_CHECKING:
+    from iapflow.auth.service import SigninResult
+    from iapflow.platform import Platform
+    from iapflow.security.principal import Principal
+
+log = logging.getLogger("iapflow.session")
+
+Push = Callable[[str, dict[str, Any]], Awaitable[None]]
+Close = Callable[[int, str], Awaitable[None]]
+
+
+class Session:
+    """State of one client connection."""
+
+    def __init__(
+        self, platform: Platform, push: Push, close: Close, remote: dict[str, str], protocol: str
+    ) -> None:
+        self.id = new_id()
+        self.platform = platform
+        self.push = push
+        self.close = close
+        self.remote = remote
+        self.protocol = protocol
+        self.connected_at = time.time()
+        self.principal: Principal | None = None
+        self.jwt = ""
+        self.expires = 0
+        self.long = False
+        self.clientagent = ""
+        self.clientversion = ""
+        self._refresh_task: asyncio.Task[None] | None = None
+
+    def check_token(self) -> None:
+        """Refuse requests once the session's token has expired without a refresh."""
+        if self.principal is not None and self.expires and self.expires <= time.time():
+            raise NotSignedIn("token expired: sign in again")
+
+    def bind(self, result: SigninResult, clientagent: str = "", clientversion: str = "") -> None:
+        """Make this connection act as the signed-in user and schedule token refreshes."""
+        self.principal = result.principal
+        self.jwt = result.jwt
+        self.expires = result.claims.expires
+        self.long = result.claims.long
+        self.clientagent = clientagent or self.clientagent
+        self.clientversion = clientversion or self.clientversion
+        self._schedule_refresh()
+
+    def _schedule_refresh(self) -> None:
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+        self._refresh_task = None
+        if self.long:
+            return
+        before = self.platform.config.auth.refresh_before_seconds
+        lifetime = self.platform.config.auth.token_lifetime_seconds
+        delay = max(self.expires - time.time() - min(before, lifetime / 2), 0.5)
+        self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_later(delay))
+
+    async def _refresh_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            result = await self.platform.auth.signin({"jwt": self.jwt}, self.remote)
+        except ApiError as exc:
+            log.info("closing session %s: token refresh refused: %s", self.id, exc)
+            await self.close(1008, "token refresh refused: sign in again")
+            return
+        self._refresh_task = None
+        self.bind(result)
+        await self.push("refreshtoken", {"jwt": result.jwt, "user": result.principal.token_user()})
+
+    async def closed(self) -> None:
+        """Release what the connection held (timers now; queues and watches later)."""
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh_task
+        self.platform.sessions.pop(self.id, None)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``getclients`` and the UI show for this connection."""
+        return {
+            "id": self.id, "protocol": self.protocol, "remoteip": self.remote.get("remoteip"),
+            "clientagent": self.clientagent, "clientversion": self.clientversion,
+            "user": self.principal.token_user() if self.principal else None,
+            "connected": self.connected_at,
+        }

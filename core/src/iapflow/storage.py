@@ -1,0 +1,126 @@
+"""The storage contract: what a storage plugin implements.
+
+Only the data layer (:mod:`iapflow.data`) calls a storage backend. Filters, updates and pipelines
+are MongoDB's query language; documents are plain dicts. A backend maps its driver's errors to
+:class:`iapflow.errors.StorageError`, :class:`~iapflow.errors.DuplicateKeyError` and, for filters
+or pipelines the store refuses, :class:`~iapflow.errors.InvalidQuery`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Document = dict[str, Any]
+Filter = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StorageContext:
+    """What the core tells a storage factory besides the backend's own options."""
+
+    data_dir: Path
+    """The server's data directory; an embedded store keeps its files below it."""
+
+
+class Storage(ABC):
+    """A document store speaking MongoDB's query language."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect (and start an embedded server if configured); fail with StorageError."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Disconnect and stop anything :meth:`start` started."""
+
+    @abstractmethod
+    async def find(
+        self,
+        collection: str,
+        filter: Filter,
+        *,
+        projection: Mapping[str, Any] | None = None,
+        sort: Sequence[tuple[str, int]] | None = None,
+        skip: int = 0,
+        limit: int = 0,
+    ) -> list[Document]:
+        """Return the matching documents."""
+
+    @abstractmethod
+    async def find_one(self, collection: str, filter: Filter) -> Document | None:
+        """Return the first matching document or ``None``."""
+
+    @abstractmethod
+    async def count(self, collection: str, filter: Filter) -> int:
+        """Count the matching documents."""
+
+    @abstractmethod
+    async def distinct(self, collection: str, field: str, filter: Filter) -> list[Any]:
+        """Distinct values of ``field`` among the matching documents."""
+
+    @abstractmethod
+    async def aggregate(self, collection: str, pipeline: Sequence[Mapping[str, Any]]) -> list[Document]:
+        """Run an aggregation pipeline and return all its output documents."""
+
+    @abstractmethod
+    async def insert_one(self, collection: str, document: Document) -> None:
+        """Insert one document (its ``_id`` is already set)."""
+
+    @abstractmethod
+    async def insert_many(self, collection: str, documents: Sequence[Document]) -> None:
+        """Insert documents in order, stopping at the first failure."""
+
+    @abstractmethod
+    async def replace_one(self, collection: str, filter: Filter, document: Document) -> int:
+        """Replace the first matching document; return how many matched (0 or 1)."""
+
+    @abstractmethod
+    async def update_one(
+        self, collection: str, filter: Filter, update: Mapping[str, Any]
+    ) -> Document | None:
+        """Apply update operators to the first match; return the document after, or ``None``."""
+
+    @abstractmethod
+    async def update_many(
+        self, collection: str, filter: Filter, update: Mapping[str, Any]
+    ) -> tuple[int, int]:
+        """Apply update operators to every match; return ``(matched, modified)``."""
+
+    @abstractmethod
+    async def delete_one(self, collection: str, filter: Filter) -> int:
+        """Delete the first match; return how many were deleted."""
+
+    @abstractmethod
+    async def delete_many(self, collection: str, filter: Filter) -> int:
+        """Delete every match; return how many were deleted."""
+
+    @abstractmethod
+    async def list_collections(self) -> list[Document]:
+        """Return ``{"name", "type"}`` for every collection."""
+
+    @abstractmethod
+    async def create_collection(self, name: str, options: Mapping[str, Any]) -> None:
+        """Create a collection with store-specific options (e.g. ``timeseries``)."""
+
+    @abstractmethod
+    async def drop_collection(self, name: str) -> None:
+        """Drop a collection; dropping one that does not exist is not an error."""
+
+    @abstractmethod
+    async def create_index(
+        self,
+        collection: str,
+        keys: Sequence[tuple[str, int]],
+        *,
+        unique: bool = False,
+        sparse: bool = False,
+    ) -> str:
+        """Ensure an index exists; return its name."""
+
+
+StorageFactory = Callable[[Mapping[str, Any], StorageContext], Storage]
+"""Builds a :class:`Storage` from the ``[storage]`` options; raises ConfigError on a bad option."""

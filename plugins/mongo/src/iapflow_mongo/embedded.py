@@ -1,0 +1,144 @@
+"""The embedded store: a MongoDB-compatible server (SecantusDB) run as a child process.
+
+It is a separate GPL program: started by its command line, never imported. It listens on a
+free loopback port, keeps its files in ``<data_dir>/mongo``, commits with ``--sync-on-commit``,
+and dies with the server: on Linux the kernel sends it SIGTERM when the parent dies, even on
+``kill -9``; a pid file lets the next start clean up a survivor elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from iapflow.errors import StorageError
+
+EXECUTABLE = "secantusd-py"
+INSTALL_HINT = "pip install 'iapflow-mongo[embedded]'  (it provides secantusd-py)"
+_PR_SET_PDEATHSIG = 1
+
+
+def find_executable() -> str:
+    """Path of ``secantusd-py``: next to this Python first, then on PATH."""
+    beside = Path(sys.executable).with_name(EXECUTABLE)
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(EXECUTABLE)
+    if found is None:
+        raise StorageError(f"the embedded store needs {EXECUTABLE}, which is not installed: {INSTALL_HINT}")
+    return found
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+class EmbeddedServer:
+    """Starts and stops one ``secantusd-py`` process."""
+
+    def __init__(self, storage_path: str, sync_on_commit: bool = True, cache_size: str = "256M") -> None:
+        self.storage_path = storage_path
+        self.sync_on_commit = sync_on_commit
+        self.cache_size = cache_size
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: Path | None = None
+
+    @property
+    def uri(self) -> str:
+        """Connection string; retryable writes are off (they slow this server down tenfold)."""
+        return f"mongodb://127.0.0.1:{self.port}/?retryWrites=false&directConnection=true"
+
+    def _pid_file(self) -> Path | None:
+        return None if self.storage_path == ":memory:" else Path(self.storage_path) / "iapflow-embedded.pid"
+
+    def _reap_survivor(self) -> None:
+        pid_file = self._pid_file()
+        if pid_file is None or not pid_file.exists():
+            return
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pid_file.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            if _alive(pid) and EXECUTABLE in cmdline and self.storage_path in cmdline:
+                os.kill(pid, signal.SIGTERM)
+                for _ in range(50):
+                    if not _alive(pid):
+                        break
+                    time.sleep(0.1)
+        pid_file.unlink(missing_ok=True)
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the server and wait until it accepts connections."""
+        executable = find_executable()
+        if self.storage_path != ":memory:":
+            Path(self.storage_path).mkdir(parents=True, exist_ok=True)
+            self._log = Path(self.storage_path) / "embedded.log"
+        self._reap_survivor()
+        self.port = free_port()
+        command = [executable, "--host", "127.0.0.1", "--port", str(self.port),
+                   "--storage-path", self.storage_path, "--cache-size", self.cache_size]
+        if self.sync_on_commit:
+            command.append("--sync-on-commit")
+        log_file = open(self._log, "ab") if self._log else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        finally:
+            if log_file is not subprocess.DEVNULL:
+                log_file.close()  # type: ignore[union-attr]
+        pid_file = self._pid_file()
+        if pid_file is not None:
+            pid_file.write_text(f"{self.process.pid} {self.port}\n")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise StorageError(
+                    f"{EXECUTABLE} exited with code {self.process.returncode} while starting; "
+                    f"see {self._log or 'its output'}"
+                )
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise StorageError(f"{EXECUTABLE} did not open port {self.port} within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        pid_file = self._pid_file()
+        if pid_file is not None:
+            pid_file.unlink(missing_ok=True)

@@ -1,0 +1,217 @@
+"""MongoStorage: the iapflow storage contract on pymongo's async client."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import BSONError, InvalidDocument
+from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo import errors as mongo_errors
+
+from iapflow.errors import ConfigError, DuplicateKeyError, InvalidQuery, StorageError
+from iapflow.ids import is_id
+from iapflow.storage import Document, Filter, Storage, StorageContext
+from iapflow_mongo.embedded import EmbeddedServer
+
+_OPTIONS = {"url", "database", "embedded_cache_size", "server_selection_timeout_ms", "sync_on_commit"}
+
+
+@contextlib.contextmanager
+def map_pymongo_errors() -> Iterator[None]:
+    """Turn pymongo's exceptions into iapflow's storage errors."""
+    try:
+        yield
+    except mongo_errors.DuplicateKeyError as exc:
+        raise DuplicateKeyError(_message(exc)) from exc
+    except mongo_errors.BulkWriteError as exc:
+        errors = exc.details.get("writeErrors") or [{}]
+        if errors[0].get("code") == 11000:
+            raise DuplicateKeyError(str(errors[0].get("errmsg", "duplicate key"))) from exc
+        raise InvalidQuery(str(errors[0].get("errmsg", exc))) from exc
+    except (mongo_errors.ConnectionFailure, mongo_errors.ServerSelectionTimeoutError) as exc:
+        raise StorageError(f"storage unavailable: {exc.__class__.__name__}") from exc
+    except mongo_errors.OperationFailure as exc:
+        raise InvalidQuery(_message(exc)) from exc
+    except (InvalidDocument, BSONError, OverflowError) as exc:
+        raise InvalidQuery(f"value cannot be stored: {exc}") from exc
+    except mongo_errors.PyMongoError as exc:
+        raise StorageError(str(exc)) from exc
+
+
+def _message(exc: mongo_errors.OperationFailure) -> str:
+    details = exc.details or {}
+    text = str(details.get("errmsg") or exc)
+    return text.split(", full error:")[0][:500]
+
+
+def _dual_id(filter: Filter) -> dict[str, Any]:
+    """Let a string ``_id`` of 24 hex digits match an ObjectId too (OpenFlow data has both)."""
+    result = dict(filter)
+    value = result.get("_id")
+    if is_id(value):
+        result["_id"] = {"$in": [value, ObjectId(value)]}
+    elif isinstance(value, Mapping) and isinstance(value.get("$in"), list):
+        ids = value["$in"]
+        result["_id"] = dict(value, **{"$in": ids + [ObjectId(i) for i in ids if is_id(i)]})
+    clauses = result.get("$and")
+    if isinstance(clauses, list):
+        result["$and"] = [_dual_id(c) if isinstance(c, Mapping) else c for c in clauses]
+    return result
+
+
+class MongoStorage(Storage):
+    """Storage on a MongoDB server, or on the embedded server when ``url = "embedded"``."""
+
+    def __init__(self, url: str, database: str, embedded: EmbeddedServer | None = None,
+                 server_selection_timeout_ms: int = 10000) -> None:
+        self.url = url
+        self.database_name = database
+        self.embedded = embedded
+        self.timeout_ms = server_selection_timeout_ms
+        self._client: AsyncMongoClient[Document] | None = None
+
+    @property
+    def db(self) -> Any:
+        """The pymongo database (for this plugin's own use and tests)."""
+        if self._client is None:
+            raise StorageError("storage is not started")
+        return self._client[self.database_name]
+
+    async def start(self) -> None:
+        """Start the embedded server if configured, connect and ping."""
+        url = self.url
+        if self.embedded is not None:
+            # In the calling thread: the child is tied to it (PR_SET_PDEATHSIG).
+            self.embedded.start()
+            url = self.embedded.uri
+        self._client = AsyncMongoClient(url, serverSelectionTimeoutMS=self.timeout_ms, tz_aware=True)
+        with map_pymongo_errors():
+            await self._client.admin.command("ping")
+
+    async def stop(self) -> None:
+        """Disconnect and stop the embedded server."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        if self.embedded is not None:
+            self.embedded.stop()
+
+    async def find(self, collection: str, filter: Filter, *, projection: Mapping[str, Any] | None = None,
+                   sort: Sequence[tuple[str, int]] | None = None, skip: int = 0, limit: int = 0) -> list[Document]:
+        """See :meth:`iapflow.storage.Storage.find`."""
+        with map_pymongo_errors():
+            cursor = self.db[collection].find(_dual_id(filter), projection or None, skip=skip, limit=limit)
+            if sort:
+                cursor = cursor.sort(list(sort))
+            return [doc async for doc in cursor]
+
+    async def find_one(self, collection: str, filter: Filter) -> Document | None:
+        """See :meth:`iapflow.storage.Storage.find_one`."""
+        with map_pymongo_errors():
+            doc: Document | None = await self.db[collection].find_one(_dual_id(filter))
+            return doc
+
+    async def count(self, collection: str, filter: Filter) -> int:
+        """See :meth:`iapflow.storage.Storage.count`."""
+        with map_pymongo_errors():
+            return int(await self.db[collection].count_documents(_dual_id(filter)))
+
+    async def distinct(self, collection: str, field: str, filter: Filter) -> list[Any]:
+        """See :meth:`iapflow.storage.Storage.distinct`."""
+        with map_pymongo_errors():
+            return list(await self.db[collection].distinct(field, _dual_id(filter)))
+
+    async def aggregate(self, collection: str, pipeline: Sequence[Mapping[str, Any]]) -> list[Document]:
+        """See :meth:`iapflow.storage.Storage.aggregate`."""
+        with map_pymongo_errors():
+            cursor = await self.db[collection].aggregate(list(pipeline))
+            return [doc async for doc in cursor]
+
+    async def insert_one(self, collection: str, document: Document) -> None:
+        """See :meth:`iapflow.storage.Storage.insert_one`."""
+        with map_pymongo_errors():
+            await self.db[collection].insert_one(document)
+
+    async def insert_many(self, collection: str, documents: Sequence[Document]) -> None:
+        """See :meth:`iapflow.storage.Storage.insert_many`."""
+        with map_pymongo_errors():
+            await self.db[collection].insert_many(list(documents), ordered=True)
+
+    async def replace_one(self, collection: str, filter: Filter, document: Document) -> int:
+        """See :meth:`iapflow.storage.Storage.replace_one`."""
+        with map_pymongo_errors():
+            result = await self.db[collection].replace_one(_dual_id(filter), document)
+            return int(result.matched_count)
+
+    async def update_one(self, collection: str, filter: Filter, update: Mapping[str, Any]) -> Document | None:
+        """See :meth:`iapflow.storage.Storage.update_one`."""
+        with map_pymongo_errors():
+            doc: Document | None = await self.db[collection].find_one_and_update(
+                _dual_id(filter), dict(update), return_document=ReturnDocument.AFTER
+            )
+            return doc
+
+    async def update_many(self, collection: str, filter: Filter, update: Mapping[str, Any]) -> tuple[int, int]:
+        """See :meth:`iapflow.storage.Storage.update_many`."""
+        with map_pymongo_errors():
+            result = await self.db[collection].update_many(_dual_id(filter), dict(update))
+            return int(result.matched_count), int(result.modified_count)
+
+    async def delete_one(self, collection: str, filter: Filter) -> int:
+        """See :meth:`iapflow.storage.Storage.delete_one`."""
+        with map_pymongo_errors():
+            return int((await self.db[collection].delete_one(_dual_id(filter))).deleted_count)
+
+    async def delete_many(self, collection: str, filter: Filter) -> int:
+        """See :meth:`iapflow.storage.Storage.delete_many`."""
+        with map_pymongo_errors():
+            return int((await self.db[collection].delete_many(_dual_id(filter))).deleted_count)
+
+    async def list_collections(self) -> list[Document]:
+        """See :meth:`iapflow.storage.Storage.list_collections`."""
+        with map_pymongo_errors():
+            cursor = await self.db.list_collections()
+            return [{"name": c["name"], "type": c.get("type", "collection")} async for c in cursor]
+
+    async def create_collection(self, name: str, options: Mapping[str, Any]) -> None:
+        """See :meth:`iapflow.storage.Storage.create_collection`."""
+        with map_pymongo_errors():
+            await self.db.create_collection(name, **dict(options))
+
+    async def drop_collection(self, name: str) -> None:
+        """See :meth:`iapflow.storage.Storage.drop_collection`."""
+        with map_pymongo_errors():
+            await self.db.drop_collection(name)
+
+    async def create_index(self, collection: str, keys: Sequence[tuple[str, int]], *,
+                           unique: bool = False, sparse: bool = False) -> str:
+        """See :meth:`iapflow.storage.Storage.create_index`."""
+        with map_pymongo_errors():
+            return str(await self.db[collection].create_index(list(keys), unique=unique, sparse=sparse))
+
+
+def build_storage(options: Mapping[str, Any], context: StorageContext) -> MongoStorage:
+    """The ``mongo`` backend factory: validates ``[storage]`` options."""
+    unknown = set(options) - _OPTIONS
+    if unknown:
+        raise ConfigError(f"storage.{sorted(unknown)[0]}", f"unknown key; known keys: {', '.join(sorted(_OPTIONS))}")
+    url = options.get("url", "embedded")
+    database = options.get("database", "openflow")
+    if not isinstance(url, str) or not (url == "embedded" or url.startswith(("mongodb://", "mongodb+srv://"))):
+        raise ConfigError("storage.url", f'must be "embedded" or a mongodb:// URL, got {url!r}')
+    if not isinstance(database, str) or not database or any(c in database for c in '/\\. "$'):
+        raise ConfigError("storage.database", f"{database!r} is not a valid database name")
+    timeout = options.get("server_selection_timeout_ms", 10000)
+    if not isinstance(timeout, int) or timeout <= 0:
+        raise ConfigError("storage.server_selection_timeout_ms", "must be a positive integer")
+    embedded = None
+    if url == "embedded":
+        embedded = EmbeddedServer(
+            str(context.data_dir / "mongo"),
+            sync_on_commit=bool(options.get("sync_on_commit", True)),
+            cache_size=str(options.get("embedded_cache_size", "256M")),
+        )
+    return MongoStorage(url, database, embedded, timeout)
