@@ -35,7 +35,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _config(args)
     logging.basicConfig(
-        level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=config.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     app = create_app(config)
     ws = config.websocket

@@ -75,7 +75,9 @@ class Dispatcher:
         principal.roles = await self.platform.auth.roles.roles_of(principal.id)
         return principal
 
-    async def dispatch(self, command: str, data: dict[str, Any], session: Session | None) -> dict[str, Any]:
+    async def dispatch(
+        self, command: str, data: dict[str, Any], session: Session | None
+    ) -> dict[str, Any]:
         """Run ``command`` and return the reply data; raise ApiError with the reason on refusal."""
         spec = self.commands.get(command)
         if spec is None:

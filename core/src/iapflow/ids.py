@@ -1,4 +1,7 @@
-"""Document ids: 24 hex characters laid out like a MongoDB ObjectId, stored as strings (as OpenFlow does)."""
+"""Document ids: 24 hex characters laid out like a MongoDB ObjectId, stored as strings.
+
+OpenFlow stores ids as strings too, so its data moves over unchanged.
+"""
 
 from __future__ import annotations
 

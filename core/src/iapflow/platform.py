@@ -61,8 +61,12 @@ class Platform:
         """Resolve the configured backends without starting them: fails fast on a missing
         plugin or a bad backend option, before any server starts."""
         if self._storage is None:
-            factory = require(self.plugins.storage_backends(), self.config.storage.backend, "storage")
-            self._storage = factory(self.config.storage.options(), StorageContext(self.config.data_dir))
+            factory = require(
+                self.plugins.storage_backends(), self.config.storage.backend, "storage"
+            )
+            self._storage = factory(
+                self.config.storage.options(), StorageContext(self.config.data_dir)
+            )
 
     async def start_storage(self) -> None:
         """Start the configured storage backend and auth (all the CLI's user commands need)."""
@@ -71,13 +75,17 @@ class Platform:
         try:
             await storage.start()
         except StorageError as exc:
-            raise StartupError(f"storage backend {self.config.storage.backend!r} did not start: {exc}") from exc
+            raise StartupError(
+                f"storage backend {self.config.storage.backend!r} did not start: {exc}"
+            ) from exc
         tokens = TokenService(
             load_secret(self.config.auth.jwt_secret, self.config.data_dir),
             self.config.auth.token_lifetime_seconds,
             self.config.auth.long_token_lifetime_days * 86400,
         )
-        self._auth = AuthService(self.config, storage, tokens, self._authenticate, self._signin_event)
+        self._auth = AuthService(
+            self.config, storage, tokens, self._authenticate, self._signin_event
+        )
         await self._auth.ensure_builtins()
         await self._auth.ensure_admin_from_config()
 

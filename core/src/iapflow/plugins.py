@@ -40,7 +40,6 @@ DEFAULT_PLUGINS = (
 FIRST_PARTY = {"mongo": "iapflow-mongo", "rabbit": "iapflow-rabbit", "nodered": "iapflow-nodered"}
 
 
-
 def install_hint(kind: str, name: str) -> str:
     """The sentence telling a user how to get the plugin that provides backend ``name``."""
     dist = FIRST_PARTY.get(name, f"the plugin that provides {kind} {name!r}")
@@ -196,9 +195,7 @@ class Plugins:
                 from iapflow import __version__
 
                 version = __version__
-            result.append(
-                PluginInfo(name, version, hooks, builtin=name in DEFAULT_PLUGINS)
-            )
+            result.append(PluginInfo(name, version, hooks, builtin=name in DEFAULT_PLUGINS))
         return sorted(result, key=lambda p: (not p.builtin, p.name))
 
 

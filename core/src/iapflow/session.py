@@ -93,8 +93,11 @@ class Session:
     def describe(self) -> dict[str, Any]:
         """What ``getclients`` and the UI show for this connection."""
         return {
-            "id": self.id, "protocol": self.protocol, "remoteip": self.remote.get("remoteip"),
-            "clientagent": self.clientagent, "clientversion": self.clientversion,
+            "id": self.id,
+            "protocol": self.protocol,
+            "remoteip": self.remote.get("remoteip"),
+            "clientagent": self.clientagent,
+            "clientversion": self.clientversion,
             "user": self.principal.token_user() if self.principal else None,
             "connected": self.connected_at,
         }

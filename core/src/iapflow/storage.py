@@ -63,7 +63,9 @@ class Storage(ABC):
         """Distinct values of ``field`` among the matching documents."""
 
     @abstractmethod
-    async def aggregate(self, collection: str, pipeline: Sequence[Mapping[str, Any]]) -> list[Document]:
+    async def aggregate(
+        self, collection: str, pipeline: Sequence[Mapping[str, Any]]
+    ) -> list[Document]:
         """Run an aggregation pipeline and return all its output documents."""
 
     @abstractmethod

@@ -49,7 +49,9 @@ class RoleCache:
             if generation == self._generation:
                 self._loaded_at = time.monotonic()
 
-    async def roles_of(self, principal_id: str, implicit_users: bool = True) -> list[dict[str, str]]:
+    async def roles_of(
+        self, principal_id: str, implicit_users: bool = True
+    ) -> list[dict[str, str]]:
         """Every role of ``principal_id`` as ``{_id, name}``, sorted by name.
 
         Users are implicitly members of the built-in ``users`` role.
@@ -69,7 +71,9 @@ class RoleCache:
         if implicit_users:
             seen.add(wellknown.USERS)
         seen.discard(principal_id)
-        roles = [{"_id": rid, "name": self._names.get(rid, "")} for rid in seen if rid in self._names]
+        roles = [
+            {"_id": rid, "name": self._names.get(rid, "")} for rid in seen if rid in self._names
+        ]
         return sorted(roles, key=lambda r: r["name"])
 
     async def name_of(self, role_id: str) -> str | None:

@@ -105,9 +105,15 @@ class AuthService:
         ``auth.signin_failure_delay_seconds`` to slow down guessing.
         """
         event: dict[str, Any] = {
-            "success": False, "username": None, "userid": None, "impostorid": None,
-            "remoteip": remote.get("remoteip"), "clientagent": data.get("clientagent"),
-            "clientversion": data.get("clientversion"), "type": "local", "reason": None,
+            "success": False,
+            "username": None,
+            "userid": None,
+            "impostorid": None,
+            "remoteip": remote.get("remoteip"),
+            "clientagent": data.get("clientagent"),
+            "clientversion": data.get("clientversion"),
+            "type": "local",
+            "reason": None,
         }
         try:
             result = await self._signin(data, event)
@@ -169,7 +175,9 @@ class AuthService:
         real = await self.principal_for_user(stored)
         target = await self.storage.find_one("users", {"_id": target_id, "_type": "user"})
         if target is None or not has_right(real, target, UPDATE):
-            raise AccessDenied(f"cannot impersonate {target_id}: you need update right on that user")
+            raise AccessDenied(
+                f"cannot impersonate {target_id}: you need update right on that user"
+            )
         if target.get("disabled"):
             raise NotSignedIn(f"user {target.get('username')} is disabled")
         principal = await self.principal_for_user(target, real.id)
@@ -179,11 +187,14 @@ class AuthService:
 
     async def _first_signin_admin(self, username: str, password: str) -> Document | None:
         """OpenFlow's first-sign-in-becomes-admin, only when enabled and listening on loopback."""
-        if not self.config.auth.first_signin_becomes_admin or not _is_loopback(self.config.server.host):
+        if not self.config.auth.first_signin_becomes_admin or not _is_loopback(
+            self.config.server.host
+        ):
             return None
         async with self._first_admin_lock:
             others = await self.storage.count(
-                "users", {"_type": "user", "_id": {"$nin": sorted(wellknown.BUILTIN_USERS.values())}}
+                "users",
+                {"_type": "user", "_id": {"$nin": sorted(wellknown.BUILTIN_USERS.values())}},
             )
             if others:
                 return None
@@ -192,7 +203,9 @@ class AuthService:
 
     # -- users and built-ins --------------------------------------------------------------------
 
-    async def add_user(self, username: str, password: str, admin: bool = False, name: str = "") -> Document:
+    async def add_user(
+        self, username: str, password: str, admin: bool = False, name: str = ""
+    ) -> Document:
         """Create a user (or set the password of an existing one), optionally making it admin."""
         username = username.strip().lower()
         if not username or not password:
@@ -208,20 +221,28 @@ class AuthService:
             user_id = new_id()
             now = utcnow()
             user = {
-                "_id": user_id, "_type": "user", "name": name or username, "username": username,
+                "_id": user_id,
+                "_type": "user",
+                "name": name or username,
+                "username": username,
                 "passwordhash": passwordhash,
                 "_acl": [
                     {"_id": wellknown.ADMINS, "name": "admins", "rights": FULL_CONTROL},
                     {"_id": user_id, "name": name or username, "rights": READ | UPDATE | 16},
                 ],
-                "_created": now, "_createdby": "iapflow", "_createdbyid": wellknown.ROOT,
-                "_modified": now, "_modifiedby": "iapflow", "_modifiedbyid": wellknown.ROOT,
+                "_created": now,
+                "_createdby": "iapflow",
+                "_createdbyid": wellknown.ROOT,
+                "_modified": now,
+                "_modifiedby": "iapflow",
+                "_modifiedbyid": wellknown.ROOT,
                 "_version": 0,
             }
             await self.storage.insert_one("users", user)
         if admin:
             await self.storage.update_one(
-                "users", {"_id": wellknown.ADMINS, "members._id": {"$ne": user["_id"]}},
+                "users",
+                {"_id": wellknown.ADMINS, "members._id": {"$ne": user["_id"]}},
                 {"$push": {"members": {"_id": user["_id"], "name": user.get("name", username)}}},
             )
         self.roles.invalidate()
@@ -240,9 +261,16 @@ class AuthService:
             if await self.storage.find_one("users", {"_id": pid}) is not None:
                 continue
             doc: Document = {
-                "_id": pid, "_type": kind, "name": name, "_acl": [dict(admins_ace)],
-                "_created": now, "_createdby": "iapflow", "_createdbyid": wellknown.ROOT,
-                "_modified": now, "_modifiedby": "iapflow", "_modifiedbyid": wellknown.ROOT,
+                "_id": pid,
+                "_type": kind,
+                "name": name,
+                "_acl": [dict(admins_ace)],
+                "_created": now,
+                "_createdby": "iapflow",
+                "_createdbyid": wellknown.ROOT,
+                "_modified": now,
+                "_modifiedby": "iapflow",
+                "_modifiedbyid": wellknown.ROOT,
                 "_version": 0,
             }
             if kind == "user":
@@ -257,7 +285,8 @@ class AuthService:
         for role_id, member_ids in wellknown.BUILTIN_MEMBERS.items():
             for member_id in member_ids:
                 await self.storage.update_one(
-                    "users", {"_id": role_id, "members._id": {"$ne": member_id}},
+                    "users",
+                    {"_id": role_id, "members._id": {"$ne": member_id}},
                     {"$push": {"members": {"_id": member_id, "name": names.get(member_id, "")}}},
                 )
         self.roles.invalidate()

@@ -29,9 +29,7 @@ def load_secret(configured: str, data_dir: Path) -> str:
     """The configured secret, or the one kept in the data directory (made on first use)."""
     if configured:
         if len(configured) < _MIN_SECRET:
-            raise ConfigError(
-                "auth.jwt_secret", f"must be at least {_MIN_SECRET} characters long"
-            )
+            raise ConfigError("auth.jwt_secret", f"must be at least {_MIN_SECRET} characters long")
         return configured
     path = data_dir / _SECRET_FILE
     if path.exists():

@@ -68,7 +68,11 @@ async def distinct(request: Request) -> dict[str, Any]:
     if not isinstance(field, str) or not field or field.startswith("$"):
         raise ApiError("distinct needs field: the name of a field")
     results = await request.platform.data.distinct(
-        request.user, _collection(request), field, parse_filter(data.get("query")), data.get("queryas")
+        request.user,
+        _collection(request),
+        field,
+        parse_filter(data.get("query")),
+        data.get("queryas"),
     )
     return {"results": results}
 
@@ -175,7 +179,9 @@ async def deletemany(request: Request) -> dict[str, Any]:
     else:
         query = parse_filter(data.get("query"))
         if not query:
-            raise ApiError("deletemany needs a query or ids; use {} deliberately via query to delete all")
+            raise ApiError(
+                "deletemany needs a query or ids; use {} deliberately via query to delete all"
+            )
     affected = await request.platform.data.delete_many(request.user, _collection(request), query)
     return {"affectedrows": affected}
 

@@ -21,7 +21,9 @@ async def signin(request: Request) -> dict[str, Any]:
             raise ApiError(f"signin: {key} must be a string")
     result = await platform.auth.signin(data, remote)
     if request.session is not None and not data.get("validate_only"):
-        request.session.bind(result, str(data.get("clientagent") or ""), str(data.get("clientversion") or ""))
+        request.session.bind(
+            result, str(data.get("clientagent") or ""), str(data.get("clientversion") or "")
+        )
     return {
         "jwt": result.jwt,
         "user": result.principal.token_user(),

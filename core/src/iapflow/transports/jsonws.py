@@ -73,8 +73,12 @@ class JsonConnection:
         async with self._send_lock:
             for index, piece in enumerate(pieces):
                 frame = {
-                    "id": message_id, "replyto": replyto, "command": command,
-                    "data": piece, "count": len(pieces), "index": index,
+                    "id": message_id,
+                    "replyto": replyto,
+                    "command": command,
+                    "data": piece,
+                    "count": len(pieces),
+                    "index": index,
                 }
                 if self._closed:
                     return
@@ -141,7 +145,11 @@ class JsonConnection:
     async def _signin_timeout(self) -> None:
         await asyncio.sleep(self.limits.signin_timeout_seconds)
         if self.session.principal is None:
-            log.info("closing %s: no sign-in within %ss", self.session.remote, self.limits.signin_timeout_seconds)
+            log.info(
+                "closing %s: no sign-in within %ss",
+                self.session.remote,
+                self.limits.signin_timeout_seconds,
+            )
             await self.close(1008, "no sign-in within the sign-in timeout")
 
     def _assemble(self, text: str) -> tuple[str, str, str] | None:
@@ -149,8 +157,8 @@ class JsonConnection:
         if len(text) > self.limits.max_frame_bytes:
             found = _ID_IN_FRAME.search(text[:512])
             raise FrameError(
-                f"frame of {len(text)} characters is over the limit of {self.limits.max_frame_bytes}; "
-                f"send long messages in pieces (count/index)",
+                f"frame of {len(text)} characters is over the limit of "
+                f"{self.limits.max_frame_bytes}; send long messages in pieces (count/index)",
                 found.group(1) if found else None,
             )
         try:
@@ -160,7 +168,9 @@ class JsonConnection:
         if not isinstance(frame, dict):
             raise FrameError("frame must be a JSON object {id, command, data}")
         raw_id = frame.get("id")
-        message_id = str(raw_id) if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else ""
+        message_id = (
+            str(raw_id) if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else ""
+        )
         replyto = message_id or None
         if len(message_id) > 128:
             raise FrameError("id is longer than 128 characters")
@@ -177,17 +187,25 @@ class JsonConnection:
             return message_id, command, data
         return self._add_chunk(message_id, command, data, count, index)
 
-    def _add_chunk(self, message_id: str, command: str, data: str, count: Any, index: Any) -> tuple[str, str, str] | None:
+    def _add_chunk(
+        self, message_id: str, command: str, data: str, count: Any, index: Any
+    ) -> tuple[str, str, str] | None:
         replyto = message_id or None
         max_count = self.limits.max_message_bytes // 100 + 1
-        if not isinstance(count, int) or not isinstance(index, int) or not 0 <= index < count <= max_count:
+        if (
+            not isinstance(count, int)
+            or not isinstance(index, int)
+            or not 0 <= index < count <= max_count
+        ):
             raise FrameError(f"bad count/index {count!r}/{index!r}", replyto)
         if not message_id:
             raise FrameError("a message in pieces needs an id", None)
         chunks = self._chunks.get(message_id)
         if chunks is None:
             if len(self._chunks) >= _MAX_PENDING_MESSAGES:
-                raise FrameError("too many unfinished messages in pieces on this connection", replyto)
+                raise FrameError(
+                    "too many unfinished messages in pieces on this connection", replyto
+                )
             chunks = self._chunks[message_id] = _Chunks(count)
         if chunks.count != count:
             del self._chunks[message_id]
@@ -232,7 +250,9 @@ class JsonConnection:
                 return
             except Exception:
                 log.exception("command %s failed", command)
-                await self.send_error(f"internal error in {command[:64]}; the server logged it", replyto)
+                await self.send_error(
+                    f"internal error in {command[:64]}; the server logged it", replyto
+                )
                 return
             await self.send(command, reply, replyto)
         finally:

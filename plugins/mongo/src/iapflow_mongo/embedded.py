@@ -33,7 +33,9 @@ def find_executable() -> str:
         return str(beside)
     found = shutil.which(EXECUTABLE)
     if found is None:
-        raise StorageError(f"the embedded store needs {EXECUTABLE}, which is not installed: {INSTALL_HINT}")
+        raise StorageError(
+            f"the embedded store needs {EXECUTABLE}, which is not installed: {INSTALL_HINT}"
+        )
     return found
 
 
@@ -61,7 +63,9 @@ def _alive(pid: int) -> bool:
 class EmbeddedServer:
     """Starts and stops one ``secantusd-py`` process."""
 
-    def __init__(self, storage_path: str, sync_on_commit: bool = True, cache_size: str = "256M") -> None:
+    def __init__(
+        self, storage_path: str, sync_on_commit: bool = True, cache_size: str = "256M"
+    ) -> None:
         self.storage_path = storage_path
         self.sync_on_commit = sync_on_commit
         self.cache_size = cache_size
@@ -75,7 +79,11 @@ class EmbeddedServer:
         return f"mongodb://127.0.0.1:{self.port}/?retryWrites=false&directConnection=true"
 
     def _pid_file(self) -> Path | None:
-        return None if self.storage_path == ":memory:" else Path(self.storage_path) / "iapflow-embedded.pid"
+        return (
+            None
+            if self.storage_path == ":memory:"
+            else Path(self.storage_path) / "iapflow-embedded.pid"
+        )
 
     def _reap_survivor(self) -> None:
         pid_file = self._pid_file()
@@ -100,14 +108,26 @@ class EmbeddedServer:
             self._log = Path(self.storage_path) / "embedded.log"
         self._reap_survivor()
         self.port = free_port()
-        command = [executable, "--host", "127.0.0.1", "--port", str(self.port),
-                   "--storage-path", self.storage_path, "--cache-size", self.cache_size]
+        command = [
+            executable,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--storage-path",
+            self.storage_path,
+            "--cache-size",
+            self.cache_size,
+        ]
         if self.sync_on_commit:
             command.append("--sync-on-commit")
         log_file = open(self._log, "ab") if self._log else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         finally:
@@ -123,7 +143,10 @@ class EmbeddedServer:
                     f"{EXECUTABLE} exited with code {self.process.returncode} while starting; "
                     f"see {self._log or 'its output'}"
                 )
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
                 return
             time.sleep(0.05)
         self.stop()

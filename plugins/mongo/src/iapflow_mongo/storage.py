@@ -16,7 +16,13 @@ from iapflow.ids import is_id
 from iapflow.storage import Document, Filter, Storage, StorageContext
 from iapflow_mongo.embedded import EmbeddedServer
 
-_OPTIONS = {"url", "database", "embedded_cache_size", "server_selection_timeout_ms", "sync_on_commit"}
+_OPTIONS = {
+    "url",
+    "database",
+    "embedded_cache_size",
+    "server_selection_timeout_ms",
+    "sync_on_commit",
+}
 
 
 @contextlib.contextmanager
@@ -65,8 +71,13 @@ def _dual_id(filter: Filter) -> dict[str, Any]:
 class MongoStorage(Storage):
     """Storage on a MongoDB server, or on the embedded server when ``url = "embedded"``."""
 
-    def __init__(self, url: str, database: str, embedded: EmbeddedServer | None = None,
-                 server_selection_timeout_ms: int = 10000) -> None:
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        embedded: EmbeddedServer | None = None,
+        server_selection_timeout_ms: int = 10000,
+    ) -> None:
         self.url = url
         self.database_name = database
         self.embedded = embedded
@@ -87,7 +98,9 @@ class MongoStorage(Storage):
             # In the calling thread: the child is tied to it (PR_SET_PDEATHSIG).
             self.embedded.start()
             url = self.embedded.uri
-        self._client = AsyncMongoClient(url, serverSelectionTimeoutMS=self.timeout_ms, tz_aware=True)
+        self._client = AsyncMongoClient(
+            url, serverSelectionTimeoutMS=self.timeout_ms, tz_aware=True
+        )
         with map_pymongo_errors():
             await self._client.admin.command("ping")
 
@@ -99,11 +112,21 @@ class MongoStorage(Storage):
         if self.embedded is not None:
             self.embedded.stop()
 
-    async def find(self, collection: str, filter: Filter, *, projection: Mapping[str, Any] | None = None,
-                   sort: Sequence[tuple[str, int]] | None = None, skip: int = 0, limit: int = 0) -> list[Document]:
+    async def find(
+        self,
+        collection: str,
+        filter: Filter,
+        *,
+        projection: Mapping[str, Any] | None = None,
+        sort: Sequence[tuple[str, int]] | None = None,
+        skip: int = 0,
+        limit: int = 0,
+    ) -> list[Document]:
         """See :meth:`iapflow.storage.Storage.find`."""
         with map_pymongo_errors():
-            cursor = self.db[collection].find(_dual_id(filter), projection or None, skip=skip, limit=limit)
+            cursor = self.db[collection].find(
+                _dual_id(filter), projection or None, skip=skip, limit=limit
+            )
             if sort:
                 cursor = cursor.sort(list(sort))
             return [doc async for doc in cursor]
@@ -124,7 +147,9 @@ class MongoStorage(Storage):
         with map_pymongo_errors():
             return list(await self.db[collection].distinct(field, _dual_id(filter)))
 
-    async def aggregate(self, collection: str, pipeline: Sequence[Mapping[str, Any]]) -> list[Document]:
+    async def aggregate(
+        self, collection: str, pipeline: Sequence[Mapping[str, Any]]
+    ) -> list[Document]:
         """See :meth:`iapflow.storage.Storage.aggregate`."""
         with map_pymongo_errors():
             cursor = await self.db[collection].aggregate(list(pipeline))
@@ -146,7 +171,9 @@ class MongoStorage(Storage):
             result = await self.db[collection].replace_one(_dual_id(filter), document)
             return int(result.matched_count)
 
-    async def update_one(self, collection: str, filter: Filter, update: Mapping[str, Any]) -> Document | None:
+    async def update_one(
+        self, collection: str, filter: Filter, update: Mapping[str, Any]
+    ) -> Document | None:
         """See :meth:`iapflow.storage.Storage.update_one`."""
         with map_pymongo_errors():
             doc: Document | None = await self.db[collection].find_one_and_update(
@@ -154,7 +181,9 @@ class MongoStorage(Storage):
             )
             return doc
 
-    async def update_many(self, collection: str, filter: Filter, update: Mapping[str, Any]) -> tuple[int, int]:
+    async def update_many(
+        self, collection: str, filter: Filter, update: Mapping[str, Any]
+    ) -> tuple[int, int]:
         """See :meth:`iapflow.storage.Storage.update_many`."""
         with map_pymongo_errors():
             result = await self.db[collection].update_many(_dual_id(filter), dict(update))
@@ -186,21 +215,34 @@ class MongoStorage(Storage):
         with map_pymongo_errors():
             await self.db.drop_collection(name)
 
-    async def create_index(self, collection: str, keys: Sequence[tuple[str, int]], *,
-                           unique: bool = False, sparse: bool = False) -> str:
+    async def create_index(
+        self,
+        collection: str,
+        keys: Sequence[tuple[str, int]],
+        *,
+        unique: bool = False,
+        sparse: bool = False,
+    ) -> str:
         """See :meth:`iapflow.storage.Storage.create_index`."""
         with map_pymongo_errors():
-            return str(await self.db[collection].create_index(list(keys), unique=unique, sparse=sparse))
+            return str(
+                await self.db[collection].create_index(list(keys), unique=unique, sparse=sparse)
+            )
 
 
 def build_storage(options: Mapping[str, Any], context: StorageContext) -> MongoStorage:
     """The ``mongo`` backend factory: validates ``[storage]`` options."""
     unknown = set(options) - _OPTIONS
     if unknown:
-        raise ConfigError(f"storage.{sorted(unknown)[0]}", f"unknown key; known keys: {', '.join(sorted(_OPTIONS))}")
+        raise ConfigError(
+            f"storage.{sorted(unknown)[0]}",
+            f"unknown key; known keys: {', '.join(sorted(_OPTIONS))}",
+        )
     url = options.get("url", "embedded")
     database = options.get("database", "openflow")
-    if not isinstance(url, str) or not (url == "embedded" or url.startswith(("mongodb://", "mongodb+srv://"))):
+    if not isinstance(url, str) or not (
+        url == "embedded" or url.startswith(("mongodb://", "mongodb+srv://"))
+    ):
         raise ConfigError("storage.url", f'must be "embedded" or a mongodb:// URL, got {url!r}')
     if not isinstance(database, str) or not database or any(c in database for c in '/\\. "$'):
         raise ConfigError("storage.database", f"{database!r} is not a valid database name")

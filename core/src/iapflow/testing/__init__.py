@@ -1,0 +1,11 @@
+"""Testing support for iapflow and plugin authors: a JSON protocol client and an in-loop server.
+
+Cheap to import: nothing here starts anything until called.
+"""
+
+from __future__ import annotations
+
+from iapflow.testing.client import JsonClient, ReplyError
+from iapflow.testing.server import running_server, test_config
+
+__all__ = ["JsonClient", "ReplyError", "running_server", "test_config"]
