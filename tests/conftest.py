@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from iapflow.testing import JsonClient, running_server, test_config
+from iapflow.testing import JsonClient, running_server, make_test_config
 
 _names = itertools.count(1)
 
@@ -26,7 +26,7 @@ async def server(
     tmp_path: Path, mongo_storage: dict[str, Any], config_overrides: dict[str, dict[str, Any]]
 ) -> AsyncIterator[str]:
     """A running server; yields its JSON websocket URL."""
-    config = test_config(tmp_path, mongo_storage, **config_overrides)
+    config = make_test_config(tmp_path, mongo_storage, **config_overrides)
     async with running_server(config) as base:
         yield base + "/ws"
 

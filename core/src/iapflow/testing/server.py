@@ -20,7 +20,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_config(
+def make_test_config(
     data_dir: Path, storage: Mapping[str, Any], **sections: Mapping[str, Any]
 ) -> Config:
     """A config for tests: fast bcrypt, no sign-in delay, a fixed secret, admin/admin."""
