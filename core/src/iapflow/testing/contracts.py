@@ -1,0 +1,119 @@
+"""Contract test suites a backend plugin subclasses to prove it keeps iapflow's contract.
+
+Subclass :class:`StorageContract` in the plugin's tests and provide a ``storage`` fixture that
+yields a started :class:`iapflow.storage.Storage` on an empty database::
+
+    class TestMyStorage(StorageContract):
+        @pytest.fixture
+        async def storage(self): ...
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from iapflow.errors import DuplicateKeyError, InvalidQuery
+from iapflow.security.acl import READ, acl_condition
+from iapflow.storage import Storage
+
+C = "contract"
+
+
+class StorageContract:
+    """What every storage backend must do, as the data layer uses it."""
+
+    async def test_insert_and_find_with_sort_skip_limit_projection(self, storage: Storage) -> None:
+        await storage.insert_many(C, [{"_id": f"id{i}", "n": i, "s": "x"} for i in range(5)])
+        found = await storage.find(
+            C, {"s": "x"}, projection={"n": 1}, sort=[("n", -1)], skip=1, limit=2
+        )
+        assert found == [{"_id": "id3", "n": 3}, {"_id": "id2", "n": 2}]
+
+    async def test_find_one_count_distinct(self, storage: Storage) -> None:
+        await storage.insert_many(
+            C, [{"_id": "a", "k": 1}, {"_id": "b", "k": 1}, {"_id": "c", "k": 2}]
+        )
+        assert (await storage.find_one(C, {"_id": "b"})) == {"_id": "b", "k": 1}
+        assert await storage.find_one(C, {"_id": "zz"}) is None
+        assert await storage.count(C, {"k": 1}) == 2
+        assert sorted(await storage.distinct(C, "k", {})) == [1, 2]
+
+    async def test_regex_values(self, storage: Storage) -> None:
+        await storage.insert_many(C, [{"_id": "a", "name": "Alpha"}, {"_id": "b", "name": "beta"}])
+        found = await storage.find(C, {"name": re.compile("^al", re.IGNORECASE)})
+        assert [d["_id"] for d in found] == ["a"]
+
+    async def test_acl_condition_with_deny(self, storage: Storage) -> None:
+        await storage.insert_many(
+            C,
+            [
+                {"_id": "granted", "_acl": [{"_id": "u", "rights": 2}]},
+                {
+                    "_id": "denied",
+                    "_acl": [{"_id": "u", "rights": 2}, {"_id": "r", "rights": 2, "deny": True}],
+                },
+                {"_id": "other", "_acl": [{"_id": "x", "rights": 65535}]},
+                {"_id": "noread", "_acl": [{"_id": "u", "rights": 4}]},
+            ],
+        )
+        found = await storage.find(C, {"_acl": acl_condition(["u", "r"], READ)})
+        assert [d["_id"] for d in found] == ["granted"]
+
+    async def test_aggregate_lookup_with_pipeline_and_local_field(self, storage: Storage) -> None:
+        await storage.insert_many(C, [{"_id": "o1", "ref": "p1"}, {"_id": "o2", "ref": "p2"}])
+        await storage.insert_many(C + "2", [{"_id": "p1", "ok": True}, {"_id": "p2", "ok": False}])
+        result = await storage.aggregate(
+            C,
+            [
+                {
+                    "$lookup": {
+                        "from": C + "2",
+                        "localField": "ref",
+                        "foreignField": "_id",
+                        "pipeline": [{"$match": {"ok": True}}],
+                        "as": "j",
+                    }
+                },
+                {"$sort": {"_id": 1}},
+            ],
+        )
+        assert [len(d["j"]) for d in result] == [1, 0]
+
+    async def test_replace_update_delete(self, storage: Storage) -> None:
+        await storage.insert_one(C, {"_id": "d", "v": 1, "_version": 0})
+        assert await storage.replace_one(C, {"_id": "d", "_version": 5}, {"_id": "d", "v": 9}) == 0
+        assert (
+            await storage.replace_one(
+                C, {"_id": "d", "_version": 0}, {"_id": "d", "v": 2, "_version": 1}
+            )
+            == 1
+        )
+        after = await storage.update_one(C, {"_id": "d"}, {"$inc": {"v": 1}})
+        assert after is not None and after["v"] == 3
+        assert await storage.update_one(C, {"_id": "missing"}, {"$inc": {"v": 1}}) is None
+        assert await storage.update_many(C, {}, {"$set": {"w": 1}}) == (1, 1)
+        assert await storage.delete_one(C, {"_id": "d"}) == 1
+        assert await storage.delete_many(C, {}) == 0
+
+    async def test_unique_index_raises_duplicate_key(self, storage: Storage) -> None:
+        await storage.create_index(C, [("username", 1)], unique=True, sparse=True)
+        await storage.insert_one(C, {"_id": "1", "username": "a"})
+        await storage.insert_one(C, {"_id": "2"})  # sparse: documents without it are fine
+        await storage.insert_one(C, {"_id": "3"})
+        with pytest.raises(DuplicateKeyError):
+            await storage.insert_one(C, {"_id": "4", "username": "a"})
+        with pytest.raises(DuplicateKeyError):
+            await storage.insert_one(C, {"_id": "1"})
+
+    async def test_bad_operator_is_invalid_query(self, storage: Storage) -> None:
+        with pytest.raises(InvalidQuery):
+            await storage.find(C, {"a": {"$nosuchoperator": 1}})
+
+    async def test_collections_create_list_drop(self, storage: Storage) -> None:
+        await storage.create_collection("made", {})
+        assert "made" in {c["name"] for c in await storage.list_collections()}
+        await storage.drop_collection("made")
+        await storage.drop_collection("never-existed")
+        assert "made" not in {c["name"] for c in await storage.list_collections()}
