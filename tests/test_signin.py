@@ -132,3 +132,11 @@ async def test_short_token_is_refreshed_by_a_push_before_it_expires(admin: JsonC
 async def test_first_signin_is_not_admin_by_default(connect: Connect) -> None:
     with pytest.raises(ReplyError):
         await (await connect()).signin("newcomer", "pw")
+
+
+async def test_disabling_a_user_closes_its_sockets(admin: JsonClient, make_user: MakeUser) -> None:
+    frank = await make_user("frank", "pw")
+    user = (await admin.call("query", collectionname="users", query={"username": "frank"}))["result"][0]
+    await admin.call("updateone", collectionname="users", item={**user, "disabled": True})
+    await asyncio.wait_for(frank.closed.wait(), 2)
+    assert frank.ws.close_code == 1008

@@ -125,4 +125,11 @@ class Platform:
         await self.plugins.on_signin(self, event)
 
     async def _document_changed(self, collection: str, operation: str, document: Document) -> None:
+        if collection == "users" and (document.get("disabled") or operation == "delete"):
+            await self._close_sessions_of(str(document.get("_id")), "user disabled or deleted")
         await self.plugins.on_document_change(self, collection, operation, document)
+
+    async def _close_sessions_of(self, user_id: str, reason: str) -> None:
+        for session in list(self.sessions.values()):
+            if session.principal is not None and session.principal.id == user_id:
+                await session.close(1008, reason)
