@@ -1,0 +1,122 @@
+"""The user documentation in docs/ keeps up with the code: hooks, config keys and defaults,
+commands, and the hookspec docstrings the hook reference is written from."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import pytest
+from pydantic import BaseModel
+
+from iapflow import config, hookspecs
+from iapflow.plugins import Plugins
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    "server": config.ServerConfig,
+    "auth": config.AuthConfig,
+    "websocket": config.WebsocketConfig,
+    "query": config.QueryConfig,
+    "plugins": config.PluginsConfig,
+}
+
+
+def _doc(name: str) -> str:
+    return (DOCS / name).read_text(encoding="utf-8")
+
+
+def _hooks() -> dict[str, Any]:
+    """Hook name -> pluggy HookCaller, straight from iapflow.hookspecs."""
+    pm = pluggy.PluginManager("iapflow")
+    pm.add_hookspecs(hookspecs)
+    return {name: caller for name, caller in vars(pm.hook).items() if not name.startswith("_")}
+
+
+def test_hookspecs_are_found() -> None:
+    assert "startup" in _hooks()
+    assert len(_hooks()) >= 8
+
+
+@pytest.mark.parametrize("name", sorted(_hooks()))
+def test_every_hook_has_a_heading_in_plugins_md(name: str) -> None:
+    assert re.search(rf"^### {re.escape(name)}\s*$", _doc("plugins.md"), re.MULTILINE), (
+        f"docs/plugins.md has no '### {name}' section"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(_hooks()))
+def test_plugins_md_shows_the_real_signature(name: str) -> None:
+    function = _hooks()[name].spec.function
+    signature = str(inspect.signature(function)).replace("'", "")
+    assert f"def {name}{signature}" in _doc("plugins.md"), f"signature of {name} is {signature}"
+
+
+@pytest.mark.parametrize("name", sorted(_hooks()))
+def test_every_hookspec_documents_its_arguments_and_return(name: str) -> None:
+    spec = _hooks()[name].spec
+    doc = spec.function.__doc__ or ""
+    for arg in spec.argnames:
+        assert f":param {arg}:" in doc, f"hookspec {name} does not document :param {arg}:"
+    assert re.search(r"^\s*:return", doc, re.MULTILINE), f"hookspec {name} has no :return line"
+
+
+def _fields() -> list[tuple[str, str]]:
+    found = [(section, key) for section, model in SECTIONS.items() for key in model.model_fields]
+    return [*found, ("storage", "backend")]
+
+
+@pytest.mark.parametrize(("section", "key"), _fields())
+def test_every_config_key_is_in_configuration_md(section: str, key: str) -> None:
+    assert f"`{key}`" in _doc("configuration.md"), f"{section}.{key} is missing"
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | Path):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+def _table_rows(text: str, heading: str) -> dict[str, list[str]]:
+    """Rows of the first table under ``heading``: key -> cells after the key."""
+    start = text.index(heading)
+    rows: dict[str, list[str]] = {}
+    for line in text[start:].splitlines()[1:]:
+        if line.startswith("#"):
+            break
+        match = re.match(r"^\| `(\w+)` \|(.*)\|\s*$", line)
+        if match:
+            rows[match.group(1)] = [cell.strip() for cell in match.group(2).split(" | ")]
+    return rows
+
+
+@pytest.mark.parametrize(("section", "key"), _fields())
+def test_configuration_md_states_the_real_default(section: str, key: str) -> None:
+    rows = _table_rows(_doc("configuration.md"), f"## `[{section}]`")
+    assert key in rows, f"no table row for {section}.{key} under ## `[{section}]`"
+    model = config.StorageConfig if section == "storage" else SECTIONS[section]
+    field = model.model_fields[key]
+    default = field.get_default(call_default_factory=True)
+    assert rows[key][1] == f"`{_toml(default)}`", f"default of {section}.{key} is {default!r}"
+
+
+def test_every_command_is_in_protocol_json_md() -> None:
+    text = _doc("protocol-json.md")
+    names = Plugins(load_entry_points=False).commands().names()
+    assert "signin" in names
+    missing = [name for name in names if f"`{name}`" not in text]
+    assert not missing, f"docs/protocol-json.md does not mention {missing}"
+
+
+def test_doc_links_point_at_existing_pages() -> None:
+    for page in DOCS.glob("*.md"):
+        for target in re.findall(r"\]\(([\w-]+\.md)(?:#[\w-]+)?\)", page.read_text("utf-8")):
+            assert (DOCS / target).exists(), f"{page.name} links to missing {target}"
