@@ -114,6 +114,11 @@ def test_user_add_serve_crash_and_restart_on_the_embedded_store(tmp_path: Path) 
         assert "admins" in {r["name"] for r in reply["user"]["roles"]}
         child = int((data / "mongo" / "iapflow-embedded.pid").read_text().split()[0])
         assert alive(child)
+        # The running server's store is not taken from under it.
+        busy = run("user", "add", "other", "--password", "pw", "--data-dir", str(data))
+        assert busy.returncode == 2
+        assert f"in use by iapflow process {serve.pid}" in busy.stderr
+        assert asyncio.run(signin(port, "boss", "pw"))["user"]["username"] == "boss"
         serve.send_signal(signal.SIGKILL)  # a crash: no clean shutdown
         serve.wait(10)
         # The kernel sends the store SIGTERM; its clean shutdown can take a while on a busy machine.

@@ -210,3 +210,30 @@ async def test_id_strings_match_objectid_documents(
         await client.close()
     found = await admin.call("query", collectionname=C, query={"_id": str(oid)})
     assert found["result"][0]["_id"] == str(oid)
+
+
+async def test_deletemany_with_an_explicit_empty_query_deletes_what_you_may(
+    admin: JsonClient,
+) -> None:
+    await seed(admin, {"name": "a"}, {"name": "b"})
+    with pytest.raises(ReplyError, match="query or ids"):
+        await admin.call("deletemany", collectionname=C)
+    assert (await admin.call("deletemany", collectionname=C, query={}))["affectedrows"] == 2
+
+
+async def test_createcollection_passes_only_create_options(admin: JsonClient) -> None:
+    await admin.call(
+        "createcollection", collectionname="series", clientagent="x", timeseries={"timeField": "ts"}
+    )
+    # clientagent is not a create option: it must not reach the store (which would refuse it).
+    listed = {c["name"] for c in (await admin.call("listcollections"))["result"]}
+    assert "series" in listed
+
+
+async def test_nested_passwords_are_never_echoed(admin: JsonClient) -> None:
+    reply = await admin.call(
+        "insertone",
+        collectionname="users",
+        item={"_type": "user", "username": "echo", "newpassword": "s3cret"},
+    )
+    assert "s3cret" not in json.dumps(reply)

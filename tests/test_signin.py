@@ -136,7 +136,23 @@ async def test_first_signin_is_not_admin_by_default(connect: Connect) -> None:
 
 async def test_disabling_a_user_closes_its_sockets(admin: JsonClient, make_user: MakeUser) -> None:
     frank = await make_user("frank", "pw")
-    user = (await admin.call("query", collectionname="users", query={"username": "frank"}))["result"][0]
+    user = (await admin.call("query", collectionname="users", query={"username": "frank"}))[
+        "result"
+    ][0]
     await admin.call("updateone", collectionname="users", item={**user, "disabled": True})
     await asyncio.wait_for(frank.closed.wait(), 2)
     assert frank.ws.close_code == 1008
+
+
+async def test_disabling_users_in_bulk_closes_their_sockets(
+    admin: JsonClient, make_user: MakeUser
+) -> None:
+    gina = await make_user("gina", "pw")
+    await admin.call(
+        "updatemany",
+        collectionname="users",
+        query={"username": "gina"},
+        item={"$set": {"disabled": True}},
+    )
+    await asyncio.wait_for(gina.closed.wait(), 2)
+    assert not admin.closed.is_set()

@@ -37,7 +37,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> Starlette:
             {
                 "version": __version__,
                 "websocket_package_size": config.websocket.package_size,
-                "supports_watch": True,
+                "supports_watch": False,
                 "protocols": {"json": list(JSON_PATHS)},
             }
         )

@@ -12,9 +12,9 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from iapflow.errors import ConfigError
 
@@ -31,7 +31,7 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=0, le=65535)
     data_dir: Path = Path("~/.local/share/iapflow")
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
 
 class StorageConfig(BaseModel):
@@ -77,6 +77,14 @@ class QueryConfig(_Section):
 
     default_top: int = Field(100, ge=1)
     max_top: int = Field(10000, ge=1)
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> Self:
+        if self.default_top > self.max_top:
+            raise ValueError(
+                f"default_top ({self.default_top}) is larger than max_top ({self.max_top})"
+            )
+        return self
 
 
 class PluginsConfig(_Section):
@@ -143,7 +151,7 @@ def build_config(data: Mapping[str, Any]) -> Config:
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"]) or "(root)"
-        reason = error["msg"]
+        reason = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             reason = "unknown key (check its spelling against docs/configuration.md)"
         else:

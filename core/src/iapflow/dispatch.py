@@ -23,8 +23,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("iapflow.dispatch")
 
 Handler = Callable[["Request"], Awaitable[dict[str, Any] | None]]
-# Request fields never echoed back in a reply.
-_NOT_ECHOED = ("jwt", "password", "newpassword")
+# Request fields never echoed back in a reply, at any depth.
+_NOT_ECHOED = frozenset({"jwt", "password", "newpassword", "passwordhash"})
+
+
+def without_secrets(value: Any) -> Any:
+    """A copy of ``value`` without :data:`_NOT_ECHOED` keys anywhere (the input when clean)."""
+    if isinstance(value, dict):
+        if not any(key in _NOT_ECHOED or isinstance(v, dict | list) for key, v in value.items()):
+            return value
+        return {k: without_secrets(v) for k, v in value.items() if k not in _NOT_ECHOED}
+    if isinstance(value, list):
+        return [without_secrets(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -95,7 +106,8 @@ class Dispatcher:
                 log.warning("storage error in %s: %s", command, exc)
                 raise ApiError(f"storage error: {exc}") from exc
             raise
-        reply = {k: v for k, v in data.items() if k not in _NOT_ECHOED}
+        reply = without_secrets(data)
+        reply = dict(reply) if reply is data else reply
         if result:
             reply.update(result)
         return reply

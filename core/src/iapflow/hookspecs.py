@@ -72,12 +72,13 @@ def register_storage(register: Callable[[str, Any], None]) -> None:
 
 @hookspec
 def register_auth_providers(register: Callable[[str, Any], None]) -> None:
-    """Called at startup to collect password sign-in providers.
+    """Called once while the platform prepares, to collect password sign-in providers.
 
     :param register: call ``register(name, provider)``; ``provider`` has
         ``async authenticate(platform, username, password) -> dict | None`` returning the stored
-        user document when the credentials are right. Providers are tried in registration order
-        until one returns a user.
+        user document when the credentials are right. On each password sign-in the providers
+        are asked in plugin registration order (built-ins such as ``local`` first, then
+        installed plugins) until one returns a user.
     :return: nothing.
 
     .. versionadded:: 0.1

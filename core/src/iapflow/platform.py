@@ -28,6 +28,8 @@ class Platform:
         self.plugins = plugins or Plugins(blocked=config.plugins.blocked)
         self.sessions: dict[str, Session] = {}
         self._storage: Storage | None = None
+        self._secret = ""
+        self._auth_providers: list[Any] = []
         self._auth: AuthService | None = None
         self._data: DataLayer | None = None
         self._dispatcher: Dispatcher | None = None
@@ -35,8 +37,8 @@ class Platform:
     # Typed accessors: using a part before start() is a programming error.
     @property
     def storage(self) -> Storage:
-        """The storage backend (after :meth:`start_storage`)."""
-        assert self._storage is not None, "platform not started"
+        """The storage backend (after :meth:`prepare`)."""
+        assert self._storage is not None, "platform not prepared"
         return self._storage
 
     @property
@@ -58,50 +60,58 @@ class Platform:
         return self._dispatcher
 
     def prepare(self) -> None:
-        """Resolve the configured backends without starting them: fails fast on a missing
-        plugin or a bad backend option, before any server starts."""
-        if self._storage is None:
-            factory = require(
-                self.plugins.storage_backends(), self.config.storage.backend, "storage"
-            )
-            self._storage = factory(
-                self.config.storage.options(), StorageContext(self.config.data_dir)
-            )
+        """Resolve backends and secrets without starting anything: a missing plugin, a bad
+        backend option or a bad secret fails here, before any server or store starts."""
+        if self._storage is not None:
+            return
+        backend = self.config.storage.backend
+        factory = require(self.plugins.storage_backends(), backend, "storage")
+        context = StorageContext(self.config.data_dir)
+        storage = factory(self.config.storage.options(), context)
+        self._secret = load_secret(self.config.auth.jwt_secret, self.config.data_dir)
+        self._auth_providers = [
+            provider for _name, provider in self.plugins.auth_providers().items()
+        ]
+        self._storage = storage
 
     async def start_storage(self) -> None:
         """Start the configured storage backend and auth (all the CLI's user commands need)."""
         self.prepare()
-        storage = self.storage
         try:
-            await storage.start()
+            await self.storage.start()
         except StorageError as exc:
-            raise StartupError(
-                f"storage backend {self.config.storage.backend!r} did not start: {exc}"
-            ) from exc
+            backend = self.config.storage.backend
+            raise StartupError(f"storage backend {backend!r} did not start: {exc}") from exc
+        auth = self.config.auth
         tokens = TokenService(
-            load_secret(self.config.auth.jwt_secret, self.config.data_dir),
-            self.config.auth.token_lifetime_seconds,
-            self.config.auth.long_token_lifetime_days * 86400,
+            self._secret, auth.token_lifetime_seconds, auth.long_token_lifetime_days * 86400
         )
         self._auth = AuthService(
-            self.config, storage, tokens, self._authenticate, self._signin_event
+            self.config, self.storage, tokens, self._authenticate, self._signin_event
         )
         await self._auth.ensure_builtins()
         await self._auth.ensure_admin_from_config()
 
     async def start(self) -> None:
-        """Start storage, ensure built-ins, build the data layer and dispatcher, run ``startup``."""
-        await self.start_storage()
-        self._data = DataLayer(
-            self.storage,
-            bcrypt_rounds=self.config.auth.bcrypt_rounds,
-            on_users_changed=self.auth.roles.invalidate,
-            on_change=self._document_changed,
-            resolve_principal=self.auth.principal_ids,
-            role_name=self.auth.roles.name_of,
-        )
-        self._dispatcher = Dispatcher(self, self.plugins.commands())
-        await self.plugins.startup(self)
+        """Start storage, ensure built-ins, build the data layer and dispatcher, run ``startup``.
+
+        If a step fails, what was started is stopped again before the error propagates.
+        """
+        try:
+            await self.start_storage()
+            self._data = DataLayer(
+                self.storage,
+                bcrypt_rounds=self.config.auth.bcrypt_rounds,
+                on_users_changed=self.auth.roles.invalidate,
+                on_change=self._document_changed,
+                resolve_principal=self.auth.principal_ids,
+                role_name=self.auth.roles.name_of,
+            )
+            self._dispatcher = Dispatcher(self, self.plugins.commands())
+            await self.plugins.startup(self)
+        except BaseException:
+            await self.stop()
+            raise
         log.info("iapflow started: storage %s", self.config.storage.backend)
 
     async def stop(self) -> None:
@@ -115,7 +125,7 @@ class Platform:
             self._storage = None
 
     async def _authenticate(self, username: str, password: str) -> Document | None:
-        for _name, provider in self.plugins.auth_providers().items():
+        for provider in self._auth_providers:
             user: Document | None = await provider.authenticate(self, username, password)
             if user is not None:
                 return user
@@ -125,11 +135,25 @@ class Platform:
         await self.plugins.on_signin(self, event)
 
     async def _document_changed(self, collection: str, operation: str, document: Document) -> None:
-        if collection == "users" and (document.get("disabled") or operation == "delete"):
-            await self._close_sessions_of(str(document.get("_id")), "user disabled or deleted")
+        if collection == "users":
+            document = {k: v for k, v in document.items() if k != "passwordhash"}
+            if document.get("disabled") or operation == "delete":
+                await self._close_sessions_of({str(document.get("_id"))})
         await self.plugins.on_document_change(self, collection, operation, document)
 
-    async def _close_sessions_of(self, user_id: str, reason: str) -> None:
+    async def users_changed_in_bulk(self) -> None:
+        """After a bulk write to ``users``: close the sockets of users now disabled or gone."""
+        signed_in = {s.principal.id for s in self.sessions.values() if s.principal is not None}
+        if not signed_in:
+            return
+        active = await self.storage.find(
+            "users",
+            {"_id": {"$in": sorted(signed_in)}, "disabled": {"$ne": True}},
+            projection={"_id": 1},
+        )
+        await self._close_sessions_of(signed_in - {str(doc["_id"]) for doc in active})
+
+    async def _close_sessions_of(self, user_ids: set[str]) -> None:
         for session in list(self.sessions.values()):
-            if session.principal is not None and session.principal.id == user_id:
-                await session.close(1008, reason)
+            if session.principal is not None and session.principal.id in user_ids:
+                await session.close(1008, "user disabled or deleted")

@@ -23,7 +23,9 @@ class LocalProvider:
             "users", {"_type": "user", "username": username.strip().lower()}
         )
         hashed = user.get("passwordhash") if user else None
-        ok = await check_password(password, hashed if isinstance(hashed, str) else None)
+        ok = await check_password(
+            password, hashed if isinstance(hashed, str) else None, platform.config.auth.bcrypt_rounds
+        )
         return user if ok else None
 
 

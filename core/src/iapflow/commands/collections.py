@@ -9,8 +9,22 @@ from iapflow import hookimpl
 from iapflow.data.query import as_object, collection_name
 from iapflow.dispatch import Request
 
-# createcollection keys that are not store options.
-_NOT_OPTIONS = ("collectionname", "jwt", "priority", "traceId", "spanId", "id")
+# MongoDB create options a client may pass, at the top level of data or inside ``options``.
+CREATE_OPTIONS = frozenset(
+    {
+        "timeseries",
+        "expireAfterSeconds",
+        "capped",
+        "size",
+        "max",
+        "validator",
+        "validationLevel",
+        "validationAction",
+        "collation",
+        "changeStreamPreAndPostImages",
+        "clusteredIndex",
+    }
+)
 
 
 async def listcollections(request: Request) -> dict[str, Any]:
@@ -22,11 +36,11 @@ async def listcollections(request: Request) -> dict[str, Any]:
 
 
 async def createcollection(request: Request) -> dict[str, Any]:
-    """Create a collection (admins); other data keys are store options such as ``timeseries``."""
+    """Create a collection (admins). MongoDB create options (:data:`CREATE_OPTIONS`, such as
+    ``timeseries`` or ``expireAfterSeconds``) may sit in ``data`` or in ``data.options``."""
     name = collection_name(request.data.get("collectionname"))
-    options = {k: v for k, v in request.data.items() if k not in _NOT_OPTIONS}
-    if "options" in options:
-        options = as_object(options["options"], "options") or {}
+    given = as_object(request.data.get("options"), "options") or {}
+    options = {k: v for k, v in {**request.data, **given}.items() if k in CREATE_OPTIONS}
     await request.platform.data.create_collection(request.user, name, options)
     return {}
 

@@ -129,9 +129,12 @@ async def updateone(request: Request) -> dict[str, Any]:
 async def updatemany(request: Request) -> dict[str, Any]:
     """``updatemany`` (``updatedocument``): apply operators in ``item`` to every match."""
     data = request.data
+    collection = _collection(request)
     matched, modified = await request.platform.data.update_many(
-        request.user, _collection(request), parse_filter(data.get("query")), _item(data.get("item"))
+        request.user, collection, parse_filter(data.get("query")), _item(data.get("item"))
     )
+    if collection == "users" and modified:
+        await request.platform.users_changed_in_bulk()
     return {"opresult": {"matchedCount": matched, "modifiedCount": modified}}
 
 
@@ -177,12 +180,13 @@ async def deletemany(request: Request) -> dict[str, Any]:
             raise ApiError("ids must be a list of document ids")
         query: dict[str, Any] = {"_id": {"$in": ids}}
     else:
+        if data.get("query") is None:
+            raise ApiError("deletemany needs a query or ids; send query {} to delete all you may")
         query = parse_filter(data.get("query"))
-        if not query:
-            raise ApiError(
-                "deletemany needs a query or ids; use {} deliberately via query to delete all"
-            )
-    affected = await request.platform.data.delete_many(request.user, _collection(request), query)
+    collection = _collection(request)
+    affected = await request.platform.data.delete_many(request.user, collection, query)
+    if collection == "users" and affected:
+        await request.platform.users_changed_in_bulk()
     return {"affectedrows": affected}
 
 

@@ -53,11 +53,13 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def _alive(pid: int) -> bool:
+    """True for a running process (a zombie waiting to be reaped does not count)."""
     try:
         os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 class EmbeddedServer:
@@ -86,18 +88,30 @@ class EmbeddedServer:
         )
 
     def _reap_survivor(self) -> None:
+        """Stop a store left behind by a crashed server; refuse if its server still runs."""
         pid_file = self._pid_file()
         if pid_file is None or not pid_file.exists():
             return
-        with contextlib.suppress(ValueError, OSError):
-            pid = int(pid_file.read_text().split()[0])
+        try:
+            fields = pid_file.read_text().split()
+            pid, owner = int(fields[0]), int(fields[2]) if len(fields) > 2 else 0
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-            if _alive(pid) and EXECUTABLE in cmdline and self.storage_path in cmdline:
-                os.kill(pid, signal.SIGTERM)
-                for _ in range(50):
-                    if not _alive(pid):
-                        break
-                    time.sleep(0.1)
+        except (ValueError, OSError, IndexError):
+            pid_file.unlink(missing_ok=True)
+            return
+        if not (_alive(pid) and EXECUTABLE in cmdline and self.storage_path in cmdline):
+            pid_file.unlink(missing_ok=True)
+            return
+        if owner and owner != os.getpid() and _alive(owner):
+            raise StorageError(
+                f"the embedded store in {self.storage_path} is in use by iapflow process {owner}; "
+                f"stop that server first, or make the change through its API"
+            )
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            if not _alive(pid):
+                break
+            time.sleep(0.1)
         pid_file.unlink(missing_ok=True)
 
     def start(self, timeout: float = 30.0) -> None:
@@ -135,7 +149,7 @@ class EmbeddedServer:
                 log_file.close()  # type: ignore[union-attr]
         pid_file = self._pid_file()
         if pid_file is not None:
-            pid_file.write_text(f"{self.process.pid} {self.port}\n")
+            pid_file.write_text(f"{self.process.pid} {self.port} {os.getpid()}\n")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from bson import ObjectId
 from bson.errors import BSONError, InvalidDocument
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo import errors as mongo_errors
 
@@ -15,14 +16,6 @@ from iapflow.errors import ConfigError, DuplicateKeyError, InvalidQuery, Storage
 from iapflow.ids import is_id
 from iapflow.storage import Document, Filter, Storage, StorageContext
 from iapflow_mongo.embedded import EmbeddedServer
-
-_OPTIONS = {
-    "url",
-    "database",
-    "embedded_cache_size",
-    "server_selection_timeout_ms",
-    "sync_on_commit",
-}
 
 
 @contextlib.contextmanager
@@ -230,30 +223,46 @@ class MongoStorage(Storage):
             )
 
 
+class MongoOptions(BaseModel):
+    """The ``[storage]`` keys of the mongo backend (environment values are converted)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = "embedded"
+    database: str = "openflow"
+    server_selection_timeout_ms: int = Field(10000, gt=0)
+    sync_on_commit: bool = True
+    embedded_cache_size: str = "256M"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        if url != "embedded" and not url.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError('must be "embedded" or a mongodb:// URL')
+        return url
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, name: str) -> str:
+        if not name or any(c in name for c in '/\\. "$\x00'):
+            raise ValueError("is not a valid database name")
+        return name
+
+
 def build_storage(options: Mapping[str, Any], context: StorageContext) -> MongoStorage:
-    """The ``mongo`` backend factory: validates ``[storage]`` options."""
-    unknown = set(options) - _OPTIONS
-    if unknown:
-        raise ConfigError(
-            f"storage.{sorted(unknown)[0]}",
-            f"unknown key; known keys: {', '.join(sorted(_OPTIONS))}",
-        )
-    url = options.get("url", "embedded")
-    database = options.get("database", "openflow")
-    if not isinstance(url, str) or not (
-        url == "embedded" or url.startswith(("mongodb://", "mongodb+srv://"))
-    ):
-        raise ConfigError("storage.url", f'must be "embedded" or a mongodb:// URL, got {url!r}')
-    if not isinstance(database, str) or not database or any(c in database for c in '/\\. "$'):
-        raise ConfigError("storage.database", f"{database!r} is not a valid database name")
-    timeout = options.get("server_selection_timeout_ms", 10000)
-    if not isinstance(timeout, int) or timeout <= 0:
-        raise ConfigError("storage.server_selection_timeout_ms", "must be a positive integer")
+    """The ``mongo`` backend factory: validates the ``[storage]`` options."""
+    try:
+        parsed = MongoOptions.model_validate(dict(options))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = "storage." + ".".join(str(p) for p in error["loc"])
+        reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        reason = reason.removeprefix("Value error, ")
+        raise ConfigError(key, f"{reason} (got {error.get('input')!r})") from None
     embedded = None
-    if url == "embedded":
+    if parsed.url == "embedded":
         embedded = EmbeddedServer(
             str(context.data_dir / "mongo"),
-            sync_on_commit=bool(options.get("sync_on_commit", True)),
-            cache_size=str(options.get("embedded_cache_size", "256M")),
+            sync_on_commit=parsed.sync_on_commit,
+            cache_size=parsed.embedded_cache_size,
         )
-    return MongoStorage(url, database, embedded, timeout)
+    return MongoStorage(parsed.url, parsed.database, embedded, parsed.server_selection_timeout_ms)
