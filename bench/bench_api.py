@@ -38,7 +38,7 @@ from iapflow.security.acl import FULL_CONTROL, READ, access_filter, fold
 from iapflow.security.principal import Principal
 from iapflow.testing.client import JsonClient
 from iapflow_mongo.embedded import EmbeddedServer, free_port
-from iapflow_mongo.storage import _dual_id
+from iapflow_mongo.storage import _expand_id_lists
 
 HOST = "127.0.0.1"  # everything stays on loopback
 QUERY_COLLECTION = "bench"
@@ -377,7 +377,7 @@ class Workload:
         """The filter the server's data layer hands pymongo for ``query {_id}`` by this user."""
         assert self.principal is not None
         clause = access_filter(self.principal, READ, QUERY_COLLECTION)
-        return _dual_id(fold({"_id": doc_id}, clause))
+        return _expand_id_lists(fold({"_id": doc_id}, clause))
 
     def direct_query(
         self, mongo: AsyncMongoClient[dict[str, Any]], rng: random.Random, plain: bool

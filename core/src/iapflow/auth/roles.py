@@ -21,12 +21,14 @@ class RoleCache:
         self._names: dict[str, str] = {}
         self._loaded_at = -1.0
         self._generation = 0
+        self._resolved: dict[tuple[str, bool], list[dict[str, str]]] = {}
         self._lock = asyncio.Lock()
 
     def invalidate(self) -> None:
         """Forget everything; the next lookup reloads the roles."""
         self._generation += 1
         self._loaded_at = -1.0
+        self._resolved = {}
 
     async def _ensure(self) -> None:
         if self._loaded_at >= 0 and time.monotonic() - self._loaded_at < self._ttl:
@@ -45,7 +47,7 @@ class RoleCache:
                 for member in members if isinstance(members, list) else []:
                     if isinstance(member, dict) and isinstance(member.get("_id"), str):
                         parents.setdefault(member["_id"], set()).add(role_id)
-            self._parents, self._names = parents, names
+            self._parents, self._names, self._resolved = parents, names, {}
             if generation == self._generation:
                 self._loaded_at = time.monotonic()
 
@@ -57,6 +59,10 @@ class RoleCache:
         Users are implicitly members of the built-in ``users`` role.
         """
         await self._ensure()
+        key = (principal_id, implicit_users)
+        cached = self._resolved.get(key)
+        if cached is not None:
+            return [dict(role) for role in cached]
         start = {principal_id}
         if implicit_users:
             start.add(wellknown.USERS)
@@ -74,7 +80,9 @@ class RoleCache:
         roles = [
             {"_id": rid, "name": self._names.get(rid, "")} for rid in seen if rid in self._names
         ]
-        return sorted(roles, key=lambda r: r["name"])
+        roles.sort(key=lambda r: r["name"])
+        self._resolved[key] = roles
+        return [dict(role) for role in roles]
 
     async def name_of(self, role_id: str) -> str | None:
         """The name of a role, or ``None`` when ``role_id`` is not a role."""

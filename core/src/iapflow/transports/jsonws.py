@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import logging
 import re
 from typing import Any
@@ -18,7 +20,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from iapflow import jsonutil
 from iapflow.errors import ApiError
-from iapflow.ids import new_id
 from iapflow.platform import Platform
 from iapflow.session import Session
 
@@ -56,6 +57,7 @@ class JsonConnection:
         remote = {"remoteip": client.host if client else ""}
         self.session = Session(platform, self.push, self.close, remote, "json")
         self._send_lock = asyncio.Lock()
+        self._message_ids = itertools.count(1)
         self._inflight = asyncio.Semaphore(self.limits.max_inflight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._chunks: dict[str, _Chunks] = {}
@@ -68,25 +70,34 @@ class JsonConnection:
         """Send a message, in pieces of ``package_size`` characters when it is long."""
         text = jsonutil.dumps(data)
         size = self.limits.package_size
-        message_id = new_id()
-        pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
+        message_id = f"{self.session.id}{next(self._message_ids):x}"
+        if len(text) <= size:
+            # One frame: a single write needs no lock (pieces of other messages may interleave).
+            await self._write(self._frame(message_id, replyto, command, text, 1, 0))
+            return
+        pieces = [text[i : i + size] for i in range(0, len(text), size)]
         async with self._send_lock:
             for index, piece in enumerate(pieces):
-                frame = {
-                    "id": message_id,
-                    "replyto": replyto,
-                    "command": command,
-                    "data": piece,
-                    "count": len(pieces),
-                    "index": index,
-                }
-                if self._closed:
-                    return
-                try:
-                    await self.ws.send_text(jsonutil.dumps(frame))
-                except (WebSocketDisconnect, RuntimeError, OSError):
-                    self._closed = True
-                    return
+                await self._write(
+                    self._frame(message_id, replyto, command, piece, len(pieces), index)
+                )
+
+    @staticmethod
+    def _frame(
+        message_id: str, replyto: str | None, command: str, piece: str, count: int, index: int
+    ) -> str:
+        return (
+            f'{{"id":"{message_id}","replyto":{json.dumps(replyto)},"command":{json.dumps(command)},'
+            f'"data":{json.dumps(piece, ensure_ascii=False)},"count":{count},"index":{index}}}'
+        )
+
+    async def _write(self, frame: str) -> None:
+        if self._closed:
+            return
+        try:
+            await self.ws.send_text(frame)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self._closed = True
 
     async def push(self, command: str, data: dict[str, Any]) -> None:
         """A server-initiated message (``refreshtoken``, later ``queuemessage``, ``watchevent``)."""

@@ -46,19 +46,35 @@ def _message(exc: mongo_errors.OperationFailure) -> str:
     return text.split(", full error:")[0][:500]
 
 
-def _dual_id(filter: Filter) -> dict[str, Any]:
-    """Let a string ``_id`` of 24 hex digits match an ObjectId too (OpenFlow data has both)."""
+def _expand_id_lists(filter: Filter) -> dict[str, Any]:
+    """In ``_id: {$in: [...]}``, let each 24-hex string id match an ObjectId too."""
     result = dict(filter)
     value = result.get("_id")
-    if is_id(value):
-        result["_id"] = {"$in": [value, ObjectId(value)]}
-    elif isinstance(value, Mapping) and isinstance(value.get("$in"), list):
+    if isinstance(value, Mapping) and isinstance(value.get("$in"), list):
         ids = value["$in"]
         result["_id"] = dict(value, **{"$in": ids + [ObjectId(i) for i in ids if is_id(i)]})
     clauses = result.get("$and")
     if isinstance(clauses, list):
-        result["$and"] = [_dual_id(c) if isinstance(c, Mapping) else c for c in clauses]
+        result["$and"] = [_expand_id_lists(c) if isinstance(c, Mapping) else c for c in clauses]
     return result
+
+
+def _objectid_variant(filter: Filter) -> dict[str, Any] | None:
+    """The filter with its 24-hex string ``_id`` as an ObjectId, or ``None`` if it has none.
+
+    iapflow stores ids as strings; data brought over from older OpenFlow installations may hold
+    ObjectIds. A lookup by id tries the string first and this variant only when that found
+    nothing, so the common case costs the store one plain ``_id`` match.
+    """
+    value = filter.get("_id")
+    if is_id(value):
+        return {**filter, "_id": ObjectId(value)}
+    clauses = filter.get("$and")
+    if isinstance(clauses, list):
+        for index, clause in enumerate(clauses):
+            if isinstance(clause, Mapping) and (variant := _objectid_variant(clause)) is not None:
+                return {**filter, "$and": [*clauses[:index], variant, *clauses[index + 1 :]]}
+    return None
 
 
 class MongoStorage(Storage):
@@ -76,6 +92,23 @@ class MongoStorage(Storage):
         self.embedded = embedded
         self.timeout_ms = server_selection_timeout_ms
         self._client: AsyncMongoClient[Document] | None = None
+        self._collections: dict[str, Any] = {}
+
+    def _c(self, name: str) -> Any:
+        collection = self._collections.get(name)
+        if collection is None:
+            collection = self._collections[name] = self.db[name]
+        return collection
+
+    async def _by_id_or_objectid(self, run: Any, filter: Filter) -> Any:
+        """``run(filter)``; when it finds nothing, ``run`` again with the ObjectId variant."""
+        primary = _expand_id_lists(filter)
+        result = await run(primary)
+        if not result:
+            variant = _objectid_variant(primary)
+            if variant is not None:
+                result = await run(variant)
+        return result
 
     @property
     def db(self) -> Any:
@@ -102,6 +135,7 @@ class MongoStorage(Storage):
         if self._client is not None:
             await self._client.close()
             self._client = None
+            self._collections.clear()
         if self.embedded is not None:
             self.embedded.stop()
 
@@ -116,81 +150,112 @@ class MongoStorage(Storage):
         limit: int = 0,
     ) -> list[Document]:
         """See :meth:`iapflow.storage.Storage.find`."""
-        with map_pymongo_errors():
-            cursor = self.db[collection].find(
-                _dual_id(filter), projection or None, skip=skip, limit=limit
-            )
+
+        async def run(query: Filter) -> list[Document]:
+            cursor = self._c(collection).find(query, projection or None, skip=skip, limit=limit)
             if sort:
                 cursor = cursor.sort(list(sort))
             return [doc async for doc in cursor]
 
+        with map_pymongo_errors():
+            found: list[Document] = await self._by_id_or_objectid(run, filter)
+            return found
+
     async def find_one(self, collection: str, filter: Filter) -> Document | None:
         """See :meth:`iapflow.storage.Storage.find_one`."""
         with map_pymongo_errors():
-            doc: Document | None = await self.db[collection].find_one(_dual_id(filter))
+            doc: Document | None = await self._by_id_or_objectid(
+                self._c(collection).find_one, filter
+            )
             return doc
 
     async def count(self, collection: str, filter: Filter) -> int:
         """See :meth:`iapflow.storage.Storage.count`."""
         with map_pymongo_errors():
-            return int(await self.db[collection].count_documents(_dual_id(filter)))
+            return int(await self._by_id_or_objectid(self._c(collection).count_documents, filter))
 
     async def distinct(self, collection: str, field: str, filter: Filter) -> list[Any]:
         """See :meth:`iapflow.storage.Storage.distinct`."""
+
+        async def run(query: Filter) -> list[Any]:
+            return list(await self._c(collection).distinct(field, query))
+
         with map_pymongo_errors():
-            return list(await self.db[collection].distinct(field, _dual_id(filter)))
+            values: list[Any] = await self._by_id_or_objectid(run, filter)
+            return values
 
     async def aggregate(
         self, collection: str, pipeline: Sequence[Mapping[str, Any]]
     ) -> list[Document]:
         """See :meth:`iapflow.storage.Storage.aggregate`."""
         with map_pymongo_errors():
-            cursor = await self.db[collection].aggregate(list(pipeline))
+            cursor = await self._c(collection).aggregate(list(pipeline))
             return [doc async for doc in cursor]
 
     async def insert_one(self, collection: str, document: Document) -> None:
         """See :meth:`iapflow.storage.Storage.insert_one`."""
         with map_pymongo_errors():
-            await self.db[collection].insert_one(document)
+            await self._c(collection).insert_one(document)
 
     async def insert_many(self, collection: str, documents: Sequence[Document]) -> None:
         """See :meth:`iapflow.storage.Storage.insert_many`."""
         with map_pymongo_errors():
-            await self.db[collection].insert_many(list(documents), ordered=True)
+            await self._c(collection).insert_many(list(documents), ordered=True)
 
     async def replace_one(self, collection: str, filter: Filter, document: Document) -> int:
         """See :meth:`iapflow.storage.Storage.replace_one`."""
+
+        async def run(query: Filter) -> int:
+            return int((await self._c(collection).replace_one(query, document)).matched_count)
+
         with map_pymongo_errors():
-            result = await self.db[collection].replace_one(_dual_id(filter), document)
-            return int(result.matched_count)
+            return int(await self._by_id_or_objectid(run, filter))
 
     async def update_one(
         self, collection: str, filter: Filter, update: Mapping[str, Any]
     ) -> Document | None:
         """See :meth:`iapflow.storage.Storage.update_one`."""
-        with map_pymongo_errors():
-            doc: Document | None = await self.db[collection].find_one_and_update(
-                _dual_id(filter), dict(update), return_document=ReturnDocument.AFTER
+
+        async def run(query: Filter) -> Document | None:
+            doc: Document | None = await self._c(collection).find_one_and_update(
+                query, dict(update), return_document=ReturnDocument.AFTER
             )
             return doc
+
+        with map_pymongo_errors():
+            found: Document | None = await self._by_id_or_objectid(run, filter)
+            return found
 
     async def update_many(
         self, collection: str, filter: Filter, update: Mapping[str, Any]
     ) -> tuple[int, int]:
         """See :meth:`iapflow.storage.Storage.update_many`."""
+
+        async def run(query: Filter) -> tuple[int, int] | None:
+            result = await self._c(collection).update_many(query, dict(update))
+            counts = int(result.matched_count), int(result.modified_count)
+            return counts if counts[0] else None
+
         with map_pymongo_errors():
-            result = await self.db[collection].update_many(_dual_id(filter), dict(update))
-            return int(result.matched_count), int(result.modified_count)
+            return await self._by_id_or_objectid(run, filter) or (0, 0)
 
     async def delete_one(self, collection: str, filter: Filter) -> int:
         """See :meth:`iapflow.storage.Storage.delete_one`."""
+
+        async def run(query: Filter) -> int:
+            return int((await self._c(collection).delete_one(query)).deleted_count)
+
         with map_pymongo_errors():
-            return int((await self.db[collection].delete_one(_dual_id(filter))).deleted_count)
+            return int(await self._by_id_or_objectid(run, filter))
 
     async def delete_many(self, collection: str, filter: Filter) -> int:
         """See :meth:`iapflow.storage.Storage.delete_many`."""
+
+        async def run(query: Filter) -> int:
+            return int((await self._c(collection).delete_many(query)).deleted_count)
+
         with map_pymongo_errors():
-            return int((await self.db[collection].delete_many(_dual_id(filter))).deleted_count)
+            return int(await self._by_id_or_objectid(run, filter))
 
     async def list_collections(self) -> list[Document]:
         """See :meth:`iapflow.storage.Storage.list_collections`."""
@@ -219,7 +284,7 @@ class MongoStorage(Storage):
         """See :meth:`iapflow.storage.Storage.create_index`."""
         with map_pymongo_errors():
             return str(
-                await self.db[collection].create_index(list(keys), unique=unique, sparse=sparse)
+                await self._c(collection).create_index(list(keys), unique=unique, sparse=sparse)
             )
 
 
