@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from iapflow.testing import JsonClient, running_server, make_test_config
+from iapflow.testing import JsonClient, make_test_config, running_server
 
 _names = itertools.count(1)
 

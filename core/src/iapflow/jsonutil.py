@@ -28,8 +28,11 @@ def dumps(value: Any) -> str:
 
 
 def loads(text: str | bytes) -> Any:
-    """Decode JSON text; raises ``ValueError`` on malformed input."""
-    return json.loads(text)
+    """Decode JSON text; raises ``ValueError`` on malformed or too deeply nested input."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON is nested too deeply") from None
 
 
 def parse_iso_date(text: str) -> dt.datetime | None:

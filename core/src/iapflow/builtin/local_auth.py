@@ -24,7 +24,9 @@ class LocalProvider:
         )
         hashed = user.get("passwordhash") if user else None
         ok = await check_password(
-            password, hashed if isinstance(hashed, str) else None, platform.config.auth.bcrypt_rounds
+            password,
+            hashed if isinstance(hashed, str) else None,
+            platform.config.auth.bcrypt_rounds,
         )
         return user if ok else None
 

@@ -13,8 +13,8 @@ from typing import Any
 from iapflow import wellknown
 from iapflow.data import users
 from iapflow.data.pipeline import PipelineSecurer, parse_pipeline
-from iapflow.data.query import collection_name, guard
-from iapflow.errors import AccessDenied, ApiError, DuplicateKeyError
+from iapflow.data.query import collection_name, guard, guard_secret_holder, updated_fields
+from iapflow.errors import AccessDenied, ApiError, DuplicateKeyError, StorageError
 from iapflow.ids import new_id
 from iapflow.jsonutil import utcnow
 from iapflow.security.acl import (
@@ -35,11 +35,32 @@ from iapflow.storage import Document, Storage
 
 # Collections only the server manages: clients may not create or drop them (OpenFlow's list).
 RESERVED_COLLECTIONS = frozenset(
-    {"git", "workflow", "entities", "config", "audit", "jslog", "openrpa", "nodered",
-     "openrpa_instances", "forms", "workflow_instances", "users"}
+    {
+        "git",
+        "workflow",
+        "entities",
+        "config",
+        "audit",
+        "jslog",
+        "openrpa",
+        "nodered",
+        "openrpa_instances",
+        "forms",
+        "workflow_instances",
+        "users",
+    }
 )
-SYSTEM_FIELDS = ("_id", "_acl", "_created", "_createdby", "_createdbyid", "_modified",
-                 "_modifiedby", "_modifiedbyid", "_version")
+SYSTEM_FIELDS = (
+    "_id",
+    "_acl",
+    "_created",
+    "_createdby",
+    "_createdbyid",
+    "_modified",
+    "_modifiedby",
+    "_modifiedbyid",
+    "_version",
+)
 _REPLACE_RETRIES = 5
 
 ChangeObserver = Callable[[str, str, dict[str, Any]], Awaitable[None]]
@@ -73,12 +94,19 @@ class DataLayer:
         self, principal: Principal, collection: str, rights: int, query: Mapping[str, Any]
     ) -> dict[str, Any]:
         clause = access_filter(principal, rights, collection)
-        if clause and collection == users.COLLECTION and rights & (READ | UPDATE) and not rights & DELETE:
+        if (
+            clause
+            and collection == users.COLLECTION
+            and rights & (READ | UPDATE)
+            and not rights & DELETE
+        ):
             # A user's own document is always readable and updatable.
             clause = {"$or": [{"_id": principal.id}, clause]}
         return fold(query, clause)
 
-    async def _queryas(self, collection: str, query: dict[str, Any], queryas: Any) -> dict[str, Any]:
+    async def _queryas(
+        self, collection: str, query: dict[str, Any], queryas: Any
+    ) -> dict[str, Any]:
         if queryas in (None, ""):
             return query
         if not isinstance(queryas, str):
@@ -90,6 +118,19 @@ class DataLayer:
 
     def _check_input(self, principal: Principal, value: Any) -> None:
         guard(value, admin=principal.is_admin)
+
+    def _check_filter(
+        self,
+        principal: Principal,
+        collection: str,
+        query: Any,
+        projection: dict[str, Any] | None = None,
+    ) -> None:
+        self._check_input(principal, query)
+        if projection is not None:
+            self._check_input(principal, projection)
+        if collection == users.COLLECTION:
+            guard_secret_holder(query, projection)
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -106,28 +147,41 @@ class DataLayer:
         queryas: Any = None,
     ) -> list[Document]:
         """Documents of ``collection`` matching ``query`` that the caller may read."""
-        self._check_input(principal, query)
-        if projection is not None:
-            self._check_input(principal, projection)
-        final = self._filter(principal, collection, READ, await self._queryas(collection, query, queryas))
+        self._check_filter(principal, collection, query, projection)
+        if orderby:
+            self._check_input(principal, {field: 1 for field, _direction in orderby})
+        final = self._filter(
+            principal, collection, READ, await self._queryas(collection, query, queryas)
+        )
         docs = await self.storage.find(
             collection, final, projection=projection, sort=orderby, skip=skip, limit=top
         )
         return [self._scrub(collection, d) for d in docs]
 
-    async def count(self, principal: Principal, collection: str, query: dict[str, Any], queryas: Any = None) -> int:
+    async def count(
+        self, principal: Principal, collection: str, query: dict[str, Any], queryas: Any = None
+    ) -> int:
         """How many documents of ``collection`` match ``query`` and are readable."""
-        self._check_input(principal, query)
-        final = self._filter(principal, collection, READ, await self._queryas(collection, query, queryas))
+        self._check_filter(principal, collection, query)
+        final = self._filter(
+            principal, collection, READ, await self._queryas(collection, query, queryas)
+        )
         return await self.storage.count(collection, final)
 
     async def distinct(
-        self, principal: Principal, collection: str, field: str, query: dict[str, Any], queryas: Any = None
+        self,
+        principal: Principal,
+        collection: str,
+        field: str,
+        query: dict[str, Any],
+        queryas: Any = None,
     ) -> list[Any]:
         """Distinct values of ``field`` among readable matching documents."""
-        self._check_input(principal, query)
+        self._check_filter(principal, collection, query)
         self._check_input(principal, {field: 1})
-        final = self._filter(principal, collection, READ, await self._queryas(collection, query, queryas))
+        final = self._filter(
+            principal, collection, READ, await self._queryas(collection, query, queryas)
+        )
         return await self.storage.distinct(collection, field, final)
 
     async def aggregate(
@@ -141,9 +195,13 @@ class DataLayer:
             secured.insert(0, {"$match": await self._queryas(collection, {}, queryas)})
         return await self.storage.aggregate(collection, secured)
 
-    async def get(self, principal: Principal, collection: str, doc_id: str, rights: int = READ) -> Document | None:
+    async def get(
+        self, principal: Principal, collection: str, doc_id: str, rights: int = READ
+    ) -> Document | None:
         """One document by id if the caller has ``rights`` on it."""
-        found = await self.storage.find_one(collection, self._filter(principal, collection, rights, {"_id": doc_id}))
+        found = await self.storage.find_one(
+            collection, self._filter(principal, collection, rights, {"_id": doc_id})
+        )
         return None if found is None else self._scrub(collection, found)
 
     @staticmethod
@@ -154,7 +212,10 @@ class DataLayer:
 
     # -- inserts --------------------------------------------------------------------------------
 
-    async def _new_document(self, principal: Principal, collection: str, item: Any) -> dict[str, Any]:
+    async def _new_document(
+        self, principal: Principal, collection: str, item: Any
+    ) -> dict[str, Any]:
+        _check_writable(collection)
         if not isinstance(item, dict):
             raise ApiError("item must be an object")
         doc = dict(item)
@@ -176,8 +237,13 @@ class DataLayer:
             users.add_self_ace(doc)
         now = utcnow()
         doc.update(
-            _created=now, _createdby=principal.name, _createdbyid=principal.id,
-            _modified=now, _modifiedby=principal.name, _modifiedbyid=principal.id, _version=0,
+            _created=now,
+            _createdby=principal.name,
+            _createdbyid=principal.id,
+            _modified=now,
+            _modifiedby=principal.name,
+            _modifiedbyid=principal.id,
+            _version=0,
         )
         return doc
 
@@ -193,7 +259,9 @@ class DataLayer:
         if isinstance(value, dict):
             for key, inner in value.items():
                 if not isinstance(key, str) or key.startswith("$") or "\x00" in key:
-                    raise ApiError(f"field name {str(key)[:60]!r} is not allowed (no leading $, no NUL)")
+                    raise ApiError(
+                        f"field name {str(key)[:60]!r} is not allowed (no leading $, no NUL)"
+                    )
                 DataLayer._check_keys(inner, depth + 1)
         elif isinstance(value, list):
             for inner in value:
@@ -209,15 +277,23 @@ class DataLayer:
         await self._changed(collection, "insert", doc)
         return self._scrub(collection, dict(doc))
 
-    async def insert_many(self, principal: Principal, collection: str, items: Any) -> list[Document]:
+    async def insert_many(
+        self, principal: Principal, collection: str, items: Any
+    ) -> list[Document]:
         """Insert several documents, all validated before any is written."""
         if not isinstance(items, list) or not items:
             raise ApiError("items must be a non-empty list of objects")
         docs = [await self._new_document(principal, collection, item) for item in items]
         try:
             await self.storage.insert_many(collection, docs)
-        except DuplicateKeyError as exc:
-            raise ApiError(f"duplicate key: {exc}") from None
+        except StorageError as exc:
+            # Ordered inserts stop at the first failure: take back the ones stored before it.
+            await self.storage.delete_many(
+                collection, {"$or": [{"_id": d["_id"], "_created": d["_created"]} for d in docs]}
+            )
+            if isinstance(exc, DuplicateKeyError):
+                raise ApiError(f"duplicate key: {exc}") from None
+            raise
         for doc in docs:
             await self._changed(collection, "insert", doc)
         return [self._scrub(collection, dict(d)) for d in docs]
@@ -226,6 +302,7 @@ class DataLayer:
 
     async def replace(self, principal: Principal, collection: str, item: Any) -> Document:
         """Replace a whole document (``updateone`` without ``query``), keeping system fields."""
+        _check_writable(collection)
         if not isinstance(item, dict) or not isinstance(item.get("_id"), str):
             raise ApiError("item must be an object with the _id of the document to update")
         self._check_keys(item)
@@ -244,7 +321,9 @@ class DataLayer:
                 return self._scrub(collection, dict(new))
         raise ApiError(f"item {item['_id']} kept changing while it was being updated; try again")
 
-    async def _replace_if_unchanged(self, collection: str, original: Document, new: Document) -> int:
+    async def _replace_if_unchanged(
+        self, collection: str, original: Document, new: Document
+    ) -> int:
         guard_filter: dict[str, Any] = {"_id": original["_id"]}
         if "_version" in original:
             guard_filter["_version"] = original["_version"]
@@ -275,7 +354,11 @@ class DataLayer:
         if collection == users.COLLECTION:
             await users.prepare_replace(principal, original, item, self._rounds)
             users.add_self_ace(item)
-        if not principal.is_admin and not has_right(principal, item, UPDATE) and item["_id"] != principal.id:
+        if (
+            not principal.is_admin
+            and not has_right(principal, item, UPDATE)
+            and item["_id"] != principal.id
+        ):
             raise AccessDenied("the new _acl would take away your own update right")
         unchanged = {k: v for k, v in original.items() if not k.startswith("_modified")}
         candidate = {k: v for k, v in item.items() if not k.startswith("_modified")}
@@ -285,22 +368,26 @@ class DataLayer:
         item.update(_modified=utcnow(), _modifiedby=principal.name, _modifiedbyid=principal.id)
         return item
 
-    def _operator_update(self, principal: Principal, collection: str, update: Any) -> dict[str, Any]:
+    def _operator_update(
+        self, principal: Principal, collection: str, update: Any
+    ) -> dict[str, Any]:
+        _check_writable(collection)
         if isinstance(update, list):
             raise ApiError("pipeline-style updates are not supported; use update operators")
         if not isinstance(update, dict) or not update:
-            raise ApiError("item must be an object of update operators like {\"$set\": {...}}")
+            raise ApiError('item must be an object of update operators like {"$set": {...}}')
         if not all(isinstance(k, str) and k.startswith("$") for k in update):
             raise ApiError("with query, item must hold only update operators ($set, $inc, ...)")
         self._check_input(principal, update)
         for op, fields in update.items():
             if not isinstance(fields, dict):
                 raise ApiError(f"{op} takes an object of fields")
-            for field in fields:
-                if str(field).split(".")[0] in SYSTEM_FIELDS:
-                    raise AccessDenied(
-                        f"{op} may not change {field}; change _acl with a full update of the document"
-                    )
+        protected = sorted(updated_fields(update) & set(SYSTEM_FIELDS))
+        if protected:
+            raise AccessDenied(
+                f"update operators may not change {', '.join(protected)}; "
+                "change _acl with a full update of the document"
+            )
         if collection == users.COLLECTION:
             users.check_operator_update(principal, update)
         final = {op: dict(fields) for op, fields in update.items()}
@@ -314,7 +401,7 @@ class DataLayer:
         self, principal: Principal, collection: str, query: dict[str, Any], update: Any
     ) -> Document | None:
         """Apply update operators to the first document matching ``query`` the caller may update."""
-        self._check_input(principal, query)
+        self._check_filter(principal, collection, query)
         final = self._operator_update(principal, collection, update)
         try:
             doc = await self.storage.update_one(
@@ -331,7 +418,7 @@ class DataLayer:
         self, principal: Principal, collection: str, query: dict[str, Any], update: Any
     ) -> tuple[int, int]:
         """Apply update operators to every matching document the caller may update."""
-        self._check_input(principal, query)
+        self._check_filter(principal, collection, query)
         final = self._operator_update(principal, collection, update)
         try:
             counts = await self.storage.update_many(
@@ -357,7 +444,7 @@ class DataLayer:
                     return await self.insert_one(principal, collection, item)
                 raise ApiError(f"uniqeness field {field!r} is missing from item")
             query[field] = item[field]
-        self._check_input(principal, query)
+        self._check_filter(principal, collection, query)
         lock = self._upsert_locks.setdefault(collection, asyncio.Lock())
         async with lock:
             found = await self.storage.find(
@@ -371,7 +458,10 @@ class DataLayer:
 
     # -- deletes --------------------------------------------------------------------------------
 
-    def _delete_filter(self, principal: Principal, collection: str, query: dict[str, Any]) -> dict[str, Any]:
+    def _delete_filter(
+        self, principal: Principal, collection: str, query: dict[str, Any]
+    ) -> dict[str, Any]:
+        _check_writable(collection)
         final = self._filter(principal, collection, DELETE, query)
         if collection == users.COLLECTION:
             protected = sorted(wellknown.WELLKNOWN_IDS | {principal.id})
@@ -386,16 +476,24 @@ class DataLayer:
         doc = await self.storage.find_one(collection, final)
         if doc is None:
             raise ApiError(f"item {doc_id} not found, or you lack delete right on it")
-        deleted = await self.storage.delete_one(collection, {"_id": doc_id, "_version": doc.get("_version")}
-                                                if "_version" in doc else {"_id": doc_id})
+        deleted = await self.storage.delete_one(
+            collection,
+            {"_id": doc_id, "_version": doc.get("_version")}
+            if "_version" in doc
+            else {"_id": doc_id},
+        )
         if deleted:
             await self._changed(collection, "delete", doc)
         return deleted
 
-    async def delete_many(self, principal: Principal, collection: str, query: dict[str, Any]) -> int:
+    async def delete_many(
+        self, principal: Principal, collection: str, query: dict[str, Any]
+    ) -> int:
         """Delete every matching document the caller has delete right on."""
-        self._check_input(principal, query)
-        deleted = await self.storage.delete_many(collection, self._delete_filter(principal, collection, query))
+        self._check_filter(principal, collection, query)
+        deleted = await self.storage.delete_many(
+            collection, self._delete_filter(principal, collection, query)
+        )
         if collection == users.COLLECTION:
             self._on_users_changed()
         return deleted
@@ -422,7 +520,9 @@ class DataLayer:
         if base in RESERVED_COLLECTIONS or name.startswith("fs."):
             raise AccessDenied(f"{name!r} is a reserved collection and cannot be {action}d here")
 
-    async def create_collection(self, principal: Principal, name: str, options: dict[str, Any]) -> None:
+    async def create_collection(
+        self, principal: Principal, name: str, options: dict[str, Any]
+    ) -> None:
         """Create a collection (admins; reserved names refused)."""
         self._check_admin_collection(principal, name, "create")
         await self.storage.create_collection(name, options)
@@ -453,3 +553,12 @@ def _uniqueness_fields(value: Any) -> list[str]:
     if not fields or any(f.startswith("$") for f in fields):
         raise ApiError("uniqeness must name one or more fields")
     return fields
+
+
+def _check_writable(collection: str) -> None:
+    """File store collections keep their ACL in ``metadata`` and their bytes in chunks: the
+    document commands must not write them half-way."""
+    if collection.endswith((".files", ".chunks")):
+        raise AccessDenied(
+            f"{collection} belongs to the file store; change files with the file commands"
+        )

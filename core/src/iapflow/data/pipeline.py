@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from iapflow.data.query import SECRET_FIELDS
 from iapflow.errors import AccessDenied, ApiError
 from iapflow.security.acl import READ, acl_condition, acl_expression, acl_field, fold
 from iapflow.security.principal import Principal
@@ -25,7 +26,9 @@ def parse_pipeline(value: Any) -> list[dict[str, Any]]:
         raise ApiError("aggregates must be a pipeline: a list of stages")
     for stage in value:
         if not isinstance(stage, dict) or len(stage) != 1 or not next(iter(stage)).startswith("$"):
-            raise ApiError(f"each pipeline stage must be an object with one $operator, got {stage!r}"[:300])
+            raise ApiError(
+                f"each pipeline stage must be an object with one $operator, got {stage!r}"[:300]
+            )
     return value
 
 
@@ -45,17 +48,18 @@ class PipelineSecurer:
         """The pipeline for the top-level ``collection``, with its ACL stage first.
 
         When the pipeline starts with ``$match`` the ACL is folded into it, so that indexes on
-        the user's fields still apply.
+        the user's fields still apply. On ``users`` the secrets are projected away before any
+        client stage instead: a ``$match`` with ``$expr`` could otherwise read them.
         """
+        if collection == "users":
+            return self._sub(collection, pipeline)
         body = self._stages(pipeline)
         match = self._match(collection)
-        first: list[dict[str, Any]] = []
-        if match is not None and body and isinstance(body[0].get("$match"), Mapping):
-            first, body = [{"$match": fold(body[0]["$match"], match)}], body[1:]
-        elif match is not None:
-            first = [{"$match": match}]
-        hide = [HIDE_SECRETS] if collection == "users" else []
-        return first + hide + body
+        if match is None:
+            return body
+        if body and isinstance(body[0].get("$match"), Mapping):
+            return [{"$match": fold(body[0]["$match"], match)}, *body[1:]]
+        return [{"$match": match}, *body]
 
     def _sub(self, collection: str, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
         head: list[dict[str, Any]] = []
@@ -66,6 +70,15 @@ class PipelineSecurer:
             head.append(HIDE_SECRETS)
         return head + self._stages(pipeline)
 
+    def _check_join_field(self, source: str, spec: Mapping[str, Any], *keys: str) -> None:
+        # A join matches on stored fields before any stage of ours runs.
+        if source != "users":
+            return
+        for key in keys:
+            value = spec.get(key)
+            if isinstance(value, str) and value.split(".")[0] in SECRET_FIELDS:
+                raise AccessDenied(f"joins may not match on {value}")
+
     def _stages(self, pipeline: Any) -> list[dict[str, Any]]:
         if not isinstance(pipeline, list):
             raise ApiError("a nested pipeline must be a list of stages")
@@ -73,7 +86,7 @@ class PipelineSecurer:
         for stage in pipeline:
             if not isinstance(stage, dict) or len(stage) != 1:
                 raise ApiError("each pipeline stage must be an object with one $operator")
-            (name, spec), = stage.items()
+            ((name, spec),) = stage.items()
             if name == "$lookup":
                 out.append({"$lookup": self._lookup(spec)})
             elif name == "$unionWith":
@@ -98,6 +111,7 @@ class PipelineSecurer:
         if not isinstance(spec, dict):
             raise ApiError("$lookup takes an object")
         source = self._from(spec, "from")
+        self._check_join_field(source, spec, "foreignField")
         secured = dict(spec, **{"from": source})
         secured["pipeline"] = self._sub(source, spec.get("pipeline", []))
         return secured
@@ -114,8 +128,14 @@ class PipelineSecurer:
         if not isinstance(spec, dict):
             raise ApiError("$graphLookup takes an object")
         source = self._from(spec, "from")
+        self._check_join_field(source, spec, "connectToField", "connectFromField")
         secured = dict(spec, **{"from": source})
+        output = spec.get("as")
+        if not isinstance(output, str) or not output or output.startswith("$"):
+            raise ApiError("$graphLookup needs 'as' naming the output field")
         if self.principal.is_admin:
+            if source == "users":  # admins too never get password hashes
+                return [{"$graphLookup": secured}, _drop_secrets_from_array(output)]
             return [{"$graphLookup": secured}]
         if source == "users":
             raise AccessDenied("$graphLookup into users may only be used by admins")
@@ -124,9 +144,6 @@ class PipelineSecurer:
             raise ApiError("restrictSearchWithMatch must be an object")
         match = self._match(source) or {}
         secured["restrictSearchWithMatch"] = fold(restrict, match)
-        output = spec.get("as")
-        if not isinstance(output, str) or not output or output.startswith("$"):
-            raise ApiError("$graphLookup needs 'as' naming the output field")
         # Also filter the output array, for stores that ignore restrictSearchWithMatch.
         keep = acl_expression(self.principal.ids, READ, "$$this." + acl_field(source))
         return [
@@ -134,3 +151,17 @@ class PipelineSecurer:
             {"$addFields": {output: {"$filter": {"input": "$" + output, "cond": keep}}}},
         ]
 
+
+def _drop_secrets_from_array(field: str) -> dict[str, Any]:
+    """A stage removing :data:`SECRET_FIELDS` from each document in the array ``field``.
+
+    Written with ``$objectToArray`` rather than a dotted ``$project`` exclusion, which not
+    every MongoDB-compatible store applies inside arrays.
+    """
+    keep = {"$not": [{"$in": ["$$kv.k", sorted(SECRET_FIELDS)]}]}
+    without = {
+        "$arrayToObject": {
+            "$filter": {"input": {"$objectToArray": "$$doc"}, "as": "kv", "cond": keep}
+        }
+    }
+    return {"$addFields": {field: {"$map": {"input": "$" + field, "as": "doc", "in": without}}}}

@@ -15,11 +15,23 @@ from iapflow.security.acl import mentions
 ADMIN_ONLY_OPERATORS = frozenset({"$where", "$function", "$accumulator", "$out", "$merge"})
 # Stages that reveal server or other collections' internals: admins only.
 ADMIN_ONLY_STAGES = frozenset(
-    {"$collStats", "$indexStats", "$currentOp", "$listSessions", "$listLocalSessions",
-     "$planCacheStats", "$changeStream", "$listSearchIndexes", "$querySettings"}
+    {
+        "$collStats",
+        "$indexStats",
+        "$currentOp",
+        "$listSessions",
+        "$listLocalSessions",
+        "$planCacheStats",
+        "$changeStream",
+        "$listSearchIndexes",
+        "$querySettings",
+    }
 )
 # Fields no filter may read, for anyone: matching on them is an oracle for their values.
 SECRET_FIELDS = frozenset({"passwordhash"})
+# Filter operators that read fields by value ("$passwordhash", patternProperties, this.x): a key
+# check cannot see what they read, so they are refused where secret fields are stored.
+WHOLE_DOCUMENT_OPERATORS = frozenset({"$expr", "$jsonSchema", "$where", "$function"})
 
 _REGEXP_PREFIX = "__REGEXP "
 _REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
@@ -91,7 +103,7 @@ def parse_orderby(value: Any) -> list[tuple[str, int]] | None:
         else:
             return [(_field_name(stripped, "orderby"), 1)]
     if not isinstance(value, dict):
-        raise ApiError("orderby must be an object like {\"name\": 1}, a field name or a JSON string")
+        raise ApiError('orderby must be an object like {"name": 1}, a field name or a JSON string')
     order = []
     for key, direction in value.items():
         if direction in (1, "1", "asc", "ascending", True):
@@ -117,15 +129,29 @@ def parse_int(value: Any, field: str, default: int, minimum: int = 0) -> int:
         raise ApiError(f"{field} must be a number")
     try:
         number = int(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ApiError(f"{field} must be a number, got {value!r}") from None
     if number < minimum:
         raise ApiError(f"{field} must be at least {minimum}")
     return number
 
 
+def check_depth(value: Any) -> None:
+    """Refuse values nested deeper than the limit (walked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            raise ApiError(f"value is nested deeper than {_MAX_DEPTH} levels")
+        if isinstance(item, Mapping):
+            stack.extend((inner, depth + 1) for inner in item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend((inner, depth + 1) for inner in item)
+
+
 def guard(value: Any, *, admin: bool) -> None:
     """Refuse operators that run code or write elsewhere (non-admins) and reads of secrets (all)."""
+    check_depth(value)
     if mentions(value, SECRET_FIELDS):
         raise AccessDenied("filters and pipelines may not read passwordhash")
     if admin:
@@ -138,10 +164,43 @@ def guard(value: Any, *, admin: bool) -> None:
         raise AccessDenied(f"{', '.join(found)} may only be used by admins")
 
 
+def guard_secret_holder(query: Any, projection: Mapping[str, Any] | None = None) -> None:
+    """Extra rules for filters and projections on a collection that stores secret fields.
+
+    Operators that evaluate whole documents are refused, and a projection may only include or
+    exclude fields: an expression such as ``{"h": "$passwordhash"}`` would copy a secret out.
+    """
+    if mentions(query, WHOLE_DOCUMENT_OPERATORS):
+        found = sorted(op for op in WHOLE_DOCUMENT_OPERATORS if mentions(query, [op]))
+        raise AccessDenied(f"{', '.join(found)} cannot be used here: it could read passwordhash")
+    for key, value in (projection or {}).items():
+        if not (isinstance(value, bool) or value in (0, 1)):
+            raise AccessDenied(
+                f"projection {key!r}: here a projection may only include (1) or exclude (0) fields"
+            )
+
+
+def updated_fields(update: Mapping[str, Any]) -> set[str]:
+    """The top-level fields an operator update writes: its field keys and ``$rename`` targets."""
+    touched = set()
+    for op, fields in update.items():
+        if not isinstance(fields, Mapping):
+            continue
+        for field, value in fields.items():
+            touched.add(str(field).split(".")[0])
+            if op == "$rename":
+                if not isinstance(value, str):
+                    raise ApiError(f"$rename {field!r}: the new name must be a string")
+                touched.add(value.split(".")[0])
+    return touched
+
+
 def collection_name(value: Any) -> str:
     """Validate a collection name; ``files`` is OpenFlow's alias for ``fs.files``."""
-    if not isinstance(value, str) or not value:
+    if value is None or value == "":
         raise ApiError("collectionname is required")
+    if not isinstance(value, str):
+        raise ApiError(f"collectionname must be a string, got {type(value).__name__}")
     if value == "files":
         return "fs.files"
     if (

@@ -7,6 +7,7 @@ from typing import Any
 
 from iapflow import wellknown
 from iapflow.auth.passwords import hash_password
+from iapflow.data.query import updated_fields
 from iapflow.errors import AccessDenied, ApiError
 from iapflow.security.acl import INVOKE, READ, UPDATE, ensure_ace
 from iapflow.security.principal import Principal
@@ -48,12 +49,15 @@ def _check_members(members: Any) -> list[dict[str, str]]:
 
 def _guard_builtin_names(item: Mapping[str, Any]) -> None:
     name = str(item.get("name", "")).lower()
-    if item.get("_type") == "role" and name in wellknown.BUILTIN_ROLES:
-        if item.get("_id") != wellknown.BUILTIN_ROLES[name]:
-            raise ApiError(f"the role name {name!r} is reserved for the built-in role")
+    builtin_id = wellknown.BUILTIN_ROLES.get(name)
+    if item.get("_type") == "role" and builtin_id and item.get("_id") != builtin_id:
+        raise ApiError(f"the role name {name!r} is reserved for the built-in role")
     if item.get("_type") == "user":
         username = str(item.get("username", ""))
-        if username in wellknown.BUILTIN_USERS and item.get("_id") != wellknown.BUILTIN_USERS[username]:
+        if (
+            username in wellknown.BUILTIN_USERS
+            and item.get("_id") != wellknown.BUILTIN_USERS[username]
+        ):
             raise ApiError(f"the username {username!r} is reserved for the built-in user")
 
 
@@ -83,6 +87,7 @@ async def prepare_insert(principal: Principal, item: dict[str, Any], rounds: int
         if not isinstance(item.get("name"), str) or not item["name"].strip():
             raise ApiError("a role needs a name")
         item["members"] = _check_members(item.get("members"))
+        item.pop("username", None)  # a role holding a username would block that user name
         item.pop("newpassword", None)
     _guard_builtin_names(item)
 
@@ -114,6 +119,7 @@ async def prepare_replace(
         await _apply_password(item, rounds)
     else:
         item["members"] = _check_members(item.get("members", original.get("members")))
+        item.pop("username", None)
         if original["_id"] in wellknown.WELLKNOWN_IDS and item.get("name") != original.get("name"):
             raise AccessDenied("built-in roles cannot be renamed")
     _guard_builtin_names(item)
@@ -121,13 +127,10 @@ async def prepare_replace(
 
 def check_operator_update(principal: Principal, update: Mapping[str, Any]) -> None:
     """Refuse operator updates that touch passwords (anyone) or admin-only fields (non-admins)."""
-    touched = {
-        field.split(".")[0]
-        for fields in update.values()
-        if isinstance(fields, Mapping)
-        for field in fields
-    }
+    touched = updated_fields(update)
     if touched & set(SECRET_FIELDS):
         raise AccessDenied("set passwords with newpassword in a full update, not with operators")
     if not principal.is_admin and touched & set(ADMIN_FIELDS):
-        raise AccessDenied(f"only admins can change {', '.join(sorted(touched & set(ADMIN_FIELDS)))}")
+        raise AccessDenied(
+            f"only admins can change {', '.join(sorted(touched & set(ADMIN_FIELDS)))}"
+        )

@@ -40,6 +40,8 @@ def normalise_rights(value: Any) -> int:
     if isinstance(value, bool):
         raise ApiError("ACL rights must be a number, not a boolean")
     if isinstance(value, int | float):
+        if isinstance(value, float) and not value.is_integer():
+            raise ApiError(f"ACL rights must be a whole number, got {value!r}")
         number = int(value)
         if number == -1:
             return FULL_CONTROL
@@ -81,7 +83,9 @@ def acl_condition(ids: list[str], rights: int) -> dict[str, Any]:
     bits = _bit_positions(rights)
     return {
         "$elemMatch": {"_id": {"$in": ids}, "rights": {"$bitsAllSet": bits}, "deny": {"$ne": True}},
-        "$not": {"$elemMatch": {"_id": {"$in": ids}, "deny": True, "rights": {"$bitsAnySet": bits}}},
+        "$not": {
+            "$elemMatch": {"_id": {"$in": ids}, "deny": True, "rights": {"$bitsAnySet": bits}}
+        },
     }
 
 
@@ -159,7 +163,11 @@ def clean_acl(acl: Any) -> list[dict[str, Any]]:
         if key in merged:
             merged[key]["rights"] |= rights
             continue
-        entry: dict[str, Any] = {"_id": ace["_id"], "name": str(ace.get("name", "")), "rights": rights}
+        entry: dict[str, Any] = {
+            "_id": ace["_id"],
+            "name": str(ace.get("name", "")),
+            "rights": rights,
+        }
         if deny:
             entry["deny"] = True
         merged[key] = entry
