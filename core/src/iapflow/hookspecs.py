@@ -77,8 +77,8 @@ def register_auth_providers(register: Callable[[str, Any], None]) -> None:
     :param register: call ``register(name, provider)``; ``provider`` has
         ``async authenticate(platform, username, password) -> dict | None`` returning the stored
         user document when the credentials are right. On each password sign-in the providers
-        are asked in plugin registration order (built-ins such as ``local`` first, then
-        installed plugins) until one returns a user.
+        are asked in pluggy's calling order (installed plugins before the built-in ``local``)
+        until one returns a user.
     :return: nothing.
 
     .. versionadded:: 0.1

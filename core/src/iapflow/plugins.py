@@ -94,10 +94,13 @@ class Plugins:
 
     # -- collection hooks ---------------------------------------------------------------------
 
+    # Every loop over implementations below uses pluggy's calling order: the most recently
+    # registered plugin first (installed plugins before built-ins), tryfirst/trylast honoured.
+
     def _collect(self, hook_name: str, kind: str) -> Registry[Any]:
         registry: Registry[Any] = Registry(kind)
         hook = getattr(self.pm.hook, hook_name)
-        for impl in hook.get_hookimpls():
+        for impl in reversed(hook.get_hookimpls()):
             plugin_name = self.pm.get_name(impl.plugin) or repr(impl.plugin)
 
             def register(name: str, value: Any, _p: str = plugin_name) -> None:
@@ -119,7 +122,7 @@ class Plugins:
         from iapflow.dispatch import CommandSpec
 
         registry: Registry[CommandSpec] = Registry("command")
-        for impl in self.pm.hook.register_commands.get_hookimpls():
+        for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
             plugin_name = self.pm.get_name(impl.plugin) or repr(impl.plugin)
 
             def register(
@@ -172,7 +175,7 @@ class Plugins:
 
     async def _notify(self, hook_name: str, **kwargs: Any) -> None:
         hook = getattr(self.pm.hook, hook_name)
-        for impl in hook.get_hookimpls():
+        for impl in reversed(hook.get_hookimpls()):
             try:
                 await await_me_maybe(impl.function(**{a: kwargs[a] for a in impl.argnames}))
             except Exception:
