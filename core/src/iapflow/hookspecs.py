@@ -152,3 +152,18 @@ def on_document_change(
 
     .. versionadded:: 0.1
     """
+
+
+@hookspec
+def on_session_closed(platform: Platform, session: Any) -> Any:
+    """Called when a client connection closes, on any transport, after its timers stopped.
+
+    Plugins release what they hold for the connection here (watches, queue consumers).
+
+    :param platform: the running platform.
+    :param session: the :class:`iapflow.session.Session` that closed; ``session.id`` is unique.
+    :return: nothing (or an awaitable); a failing observer is logged and ignored.
+
+    .. versionadded:: 0.1
+    """
+

@@ -173,6 +173,10 @@ class Plugins:
             document=document,
         )
 
+    async def on_session_closed(self, platform: Platform, session: Any) -> None:
+        """Tell observers a connection closed."""
+        await self._notify("on_session_closed", platform=platform, session=session)
+
     async def _notify(self, hook_name: str, **kwargs: Any) -> None:
         hook = getattr(self.pm.hook, hook_name)
         for impl in reversed(hook.get_hookimpls()):

@@ -89,6 +89,7 @@ class Session:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresh_task
         self.platform.sessions.pop(self.id, None)
+        await self.platform.plugins.on_session_closed(self.platform, self)
 
     def describe(self) -> dict[str, Any]:
         """What ``getclients`` and the UI show for this connection."""

@@ -9,10 +9,12 @@ or pipelines the store refuses, :class:`~iapflow.errors.InvalidQuery`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from iapflow.errors import StorageError
 
 Document = dict[str, Any]
 Filter = Mapping[str, Any]
@@ -122,6 +124,26 @@ class Storage(ABC):
         sparse: bool = False,
     ) -> str:
         """Ensure an index exists; return its name."""
+
+
+    # -- change streams (watches) -----------------------------------------------------------
+
+    def watch_changes(self, resume_after: Any | None = None) -> AsyncIterator[Document]:
+        """Change events of every collection in the database, oldest first.
+
+        Each event has ``operationType``, ``ns`` (``{"db", "coll"}``), ``documentKey``,
+        ``fullDocument`` (after the change, for inserts, updates and replaces),
+        ``fullDocumentBeforeChange`` (when the store keeps pre-images) and ``_id`` (the
+        resume token). Starting after ``resume_after`` continues an earlier stream with no
+        event lost or repeated. Backends without change streams raise StorageError.
+        """
+        raise StorageError(f"{type(self).__name__} has no change streams")
+
+    # -- files (GridFS-like) -------------------------------------------------------------------
+
+    def file_store(self) -> Any:
+        """The backend's file store (see :class:`iapflow.files.FileStore`), or StorageError."""
+        raise StorageError(f"{type(self).__name__} has no file store")
 
 
 StorageFactory = Callable[[Mapping[str, Any], StorageContext], Storage]
