@@ -87,6 +87,12 @@ class QueryConfig(_Section):
         return self
 
 
+class HousekeepingConfig(_Section):
+    """``[housekeeping]``: the periodic check of built-in roles, indexes and stale sessions."""
+
+    interval_seconds: float = Field(900, ge=0)
+
+
 class PluginsConfig(_Section):
     """``[plugins]``: ``blocked`` names installed plugins that must not load."""
 
@@ -101,6 +107,7 @@ class Config(_Section):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     websocket: WebsocketConfig = Field(default_factory=WebsocketConfig)
     query: QueryConfig = Field(default_factory=QueryConfig)
+    housekeeping: HousekeepingConfig = Field(default_factory=HousekeepingConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
 
     @property

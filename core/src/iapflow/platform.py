@@ -27,6 +27,8 @@ class Platform:
         self.config = config
         self.plugins = plugins or Plugins(blocked=config.plugins.blocked)
         self.sessions: dict[str, Session] = {}
+        self.state: dict[str, Any] = {}
+        """Per-platform state of plugins, keyed by plugin name (timers, hubs...)."""
         self._storage: Storage | None = None
         self._secret = ""
         self._auth_providers: list[Any] = []

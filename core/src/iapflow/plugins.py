@@ -31,6 +31,9 @@ ENTRY_POINT_GROUP = "iapflow"
 
 DEFAULT_PLUGINS = (
     "iapflow.builtin.local_auth",
+    "iapflow.builtin.audit",
+    "iapflow.builtin.housekeeping",
+    "iapflow.commands.admin",
     "iapflow.commands.signin",
     "iapflow.commands.documents",
     "iapflow.commands.collections",

@@ -118,12 +118,22 @@ class Storage(ABC):
     async def create_index(
         self,
         collection: str,
-        keys: Sequence[tuple[str, int]],
+        keys: Sequence[tuple[str, int | str]],
         *,
         unique: bool = False,
         sparse: bool = False,
+        options: Mapping[str, Any] | None = None,
     ) -> str:
-        """Ensure an index exists; return its name."""
+        """Ensure an index exists; return its name. ``options`` are store-specific
+        (``name``, ``expireAfterSeconds``, ``partialFilterExpression``...)."""
+
+    @abstractmethod
+    async def drop_index(self, collection: str, name: str) -> None:
+        """Drop the index called ``name``; InvalidQuery when there is none."""
+
+    @abstractmethod
+    async def list_indexes(self, collection: str) -> list[Document]:
+        """The collection's indexes as ``{"name", "key", ...}`` documents."""
 
 
     # -- change streams (watches) -----------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from iapflow import hookimpl
+from iapflow import audit, hookimpl
 from iapflow.data.query import as_object, collection_name
 from iapflow.dispatch import Request
 
@@ -42,6 +42,14 @@ async def createcollection(request: Request) -> dict[str, Any]:
     given = as_object(request.data.get("options"), "options") or {}
     options = {k: v for k, v in {**request.data, **given}.items() if k in CREATE_OPTIONS}
     await request.platform.data.create_collection(request.user, name, options)
+    await audit.record_action(
+        request.platform,
+        request.user,
+        "collection",
+        f"create {name}",
+        action="create",
+        collection=name,
+    )
     return {}
 
 
@@ -49,6 +57,9 @@ async def dropcollection(request: Request) -> dict[str, Any]:
     """Drop a collection and its history (admins)."""
     name = collection_name(request.data.get("collectionname"))
     await request.platform.data.drop_collection(request.user, name)
+    await audit.record_action(
+        request.platform, request.user, "collection", f"drop {name}", action="drop", collection=name
+    )
     return {}
 
 

@@ -461,7 +461,7 @@ class DataLayer:
     def _delete_filter(
         self, principal: Principal, collection: str, query: dict[str, Any]
     ) -> dict[str, Any]:
-        _check_writable(collection)
+        _check_writable(collection, delete=True)
         final = self._filter(principal, collection, DELETE, query)
         if collection == users.COLLECTION:
             protected = sorted(wellknown.WELLKNOWN_IDS | {principal.id})
@@ -555,9 +555,12 @@ def _uniqueness_fields(value: Any) -> list[str]:
     return fields
 
 
-def _check_writable(collection: str) -> None:
+def _check_writable(collection: str, delete: bool = False) -> None:
     """File store collections keep their ACL in ``metadata`` and their bytes in chunks: the
-    document commands must not write them half-way."""
+    document commands must not write them half-way. The audit log is written by the server
+    only, and never changed (admins may delete entries)."""
+    if collection == "audit" and not delete:
+        raise AccessDenied("the audit log is written by the server and cannot be changed")
     if collection.endswith((".files", ".chunks")):
         raise AccessDenied(
             f"{collection} belongs to the file store; change files with the file commands"

@@ -115,7 +115,7 @@ class JsonClient:
         reply_command, reply_data = await asyncio.wait_for(future, wait)
         return reply_command, json.loads(reply_data) if reply_data else {}
 
-    async def call(self, command: str, **data: Any) -> dict[str, Any]:
+    async def call(self, command: str, /, **data: Any) -> dict[str, Any]:
         """Send a command and return the reply data; raise :class:`ReplyError` on ``error``."""
         reply_command, reply = await self.request(command, data)
         if reply_command == "error":

@@ -107,6 +107,16 @@ class StorageContract:
         with pytest.raises(DuplicateKeyError):
             await storage.insert_one(C, {"_id": "1"})
 
+    async def test_indexes_listed_and_dropped(self, storage: Storage) -> None:
+        name = await storage.create_index(C, [("a", 1), ("b", -1)], options={"name": "ab"})
+        assert name == "ab"
+        listed = {i["name"]: i for i in await storage.list_indexes(C)}
+        assert dict(listed["ab"]["key"]) == {"a": 1, "b": -1}
+        await storage.drop_index(C, "ab")
+        assert "ab" not in {i["name"] for i in await storage.list_indexes(C)}
+        with pytest.raises(InvalidQuery):
+            await storage.drop_index(C, "ab")
+
     async def test_bad_operator_is_invalid_query(self, storage: Storage) -> None:
         with pytest.raises(InvalidQuery):
             await storage.find(C, {"a": {"$nosuchoperator": 1}})

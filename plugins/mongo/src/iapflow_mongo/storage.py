@@ -276,16 +276,31 @@ class MongoStorage(Storage):
     async def create_index(
         self,
         collection: str,
-        keys: Sequence[tuple[str, int]],
+        keys: Sequence[tuple[str, int | str]],
         *,
         unique: bool = False,
         sparse: bool = False,
+        options: Mapping[str, Any] | None = None,
     ) -> str:
         """See :meth:`iapflow.storage.Storage.create_index`."""
+        extra = dict(options or {})
         with map_pymongo_errors():
             return str(
-                await self._c(collection).create_index(list(keys), unique=unique, sparse=sparse)
+                await self._c(collection).create_index(
+                    list(keys), unique=unique, sparse=sparse, **extra
+                )
             )
+
+    async def drop_index(self, collection: str, name: str) -> None:
+        """See :meth:`iapflow.storage.Storage.drop_index`."""
+        with map_pymongo_errors():
+            await self._c(collection).drop_index(name)
+
+    async def list_indexes(self, collection: str) -> list[Document]:
+        """See :meth:`iapflow.storage.Storage.list_indexes`."""
+        with map_pymongo_errors():
+            cursor = await self._c(collection).list_indexes()
+            return [dict(index) async for index in cursor]
 
 
 class MongoOptions(BaseModel):

@@ -1,0 +1,158 @@
+"""Built-in plugin: admin commands: ``housekeeping``, indexes, ``customcommand``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from iapflow import audit, hookimpl
+from iapflow.builtin import housekeeping as housekeeping_pass
+from iapflow.data.query import as_object, collection_name
+from iapflow.dispatch import Request
+from iapflow.errors import AccessDenied, ApiError
+
+INDEX_OPTIONS = frozenset(
+    {
+        "name",
+        "unique",
+        "sparse",
+        "expireAfterSeconds",
+        "partialFilterExpression",
+        "collation",
+        "hidden",
+    }
+)
+
+
+def _admin(request: Request) -> None:
+    if not request.user.is_admin:
+        raise AccessDenied(f"{request.command} is for admins only")
+
+
+async def housekeeping(request: Request) -> dict[str, Any]:
+    """Run housekeeping now (admins; OpenFlow lets anyone)."""
+    _admin(request)
+    return {"result": await housekeeping_pass.run(request.platform)}
+
+
+def _index_keys(value: Any) -> list[tuple[str, int | str]]:
+    keys = as_object(value, "index", allow_none=False) or {}
+    parsed: list[tuple[str, int | str]] = []
+    for field, direction in keys.items():
+        if not field or field.startswith("$"):
+            raise ApiError(f"index: {field!r} is not a field name")
+        if direction not in (1, -1, "2dsphere", "hashed"):
+            raise ApiError(f'index {field!r}: direction must be 1, -1, "2dsphere" or "hashed"')
+        parsed.append((field, direction))
+    if not parsed:
+        raise ApiError('index needs at least one field, like {"name": 1}')
+    return parsed
+
+
+async def createindex(request: Request) -> dict[str, Any]:
+    """Create an index (admins): ``collectionname``, ``index`` keys, ``options``, ``name``."""
+    _admin(request)
+    collection = collection_name(request.data.get("collectionname"))
+    options = as_object(request.data.get("options"), "options") or {}
+    unknown = set(options) - INDEX_OPTIONS
+    if unknown:
+        known = ", ".join(sorted(INDEX_OPTIONS))
+        raise ApiError(f"unknown index option {sorted(unknown)[0]!r}; known: {known}")
+    if request.data.get("name"):
+        options["name"] = str(request.data["name"])
+    unique = bool(options.pop("unique", False))
+    sparse = bool(options.pop("sparse", False))
+    name = await request.platform.storage.create_index(
+        collection,
+        _index_keys(request.data.get("index")),
+        unique=unique,
+        sparse=sparse,
+        options=options,
+    )
+    await audit.record_action(
+        request.platform,
+        request.user,
+        "collection",
+        f"createindex {collection}.{name}",
+        action="createindex",
+        collection=collection,
+        index=name,
+    )
+    return {"result": name}
+
+
+async def dropindex(request: Request) -> dict[str, Any]:
+    """Drop an index by ``name`` (admins)."""
+    _admin(request)
+    collection = collection_name(request.data.get("collectionname"))
+    name = request.data.get("name")
+    if not isinstance(name, str) or not name:
+        raise ApiError("dropindex needs name: the index name (see getindexes)")
+    if name == "_id_":
+        raise ApiError("the _id index cannot be dropped")
+    await request.platform.storage.drop_index(collection, name)
+    await audit.record_action(
+        request.platform,
+        request.user,
+        "collection",
+        f"dropindex {collection}.{name}",
+        action="dropindex",
+        collection=collection,
+        index=name,
+    )
+    return {}
+
+
+async def getindexes(request: Request) -> dict[str, Any]:
+    """The indexes of a collection (admins)."""
+    _admin(request)
+    collection = collection_name(request.data.get("collectionname"))
+    return {"results": await request.platform.storage.list_indexes(collection)}
+
+
+async def _getclients(request: Request) -> Any:
+    return [session.describe() for session in request.platform.sessions.values()]
+
+
+async def _killwebsocketclient(request: Request) -> Any:
+    target = request.data.get("id")
+    session = request.platform.sessions.get(target) if isinstance(target, str) else None
+    if session is None:
+        raise ApiError(f"no connected client with id {target!r} (see getclients)")
+    await session.close(1008, "disconnected by an admin")
+    await audit.record_action(
+        request.platform, request.user, "killwebsocketclient", f"kill {target}", clientid=target
+    )
+    return True
+
+
+async def _clearcache(request: Request) -> Any:
+    request.platform.auth.roles.invalidate()
+    return True
+
+
+SUBCOMMANDS = {
+    "getclients": _getclients,
+    "killwebsocketclient": _killwebsocketclient,
+    "clearcache": _clearcache,
+}
+
+
+async def customcommand(request: Request) -> dict[str, Any]:
+    """Admin sub-commands named by ``command``: getclients, killwebsocketclient, clearcache."""
+    name = request.data.get("command")
+    handler = SUBCOMMANDS.get(name) if isinstance(name, str) else None
+    if handler is None:
+        raise ApiError(f"unknown customcommand {name!r}; known: {', '.join(sorted(SUBCOMMANDS))}")
+    _admin(request)
+    return {"result": await handler(request)}
+
+
+@hookimpl
+def register_commands(register: Callable[..., None]) -> None:
+    """Provide the admin commands."""
+    register("housekeeping", housekeeping)
+    register("createindex", createindex)
+    register("dropindex", dropindex)
+    register("getindexes", getindexes)
+    register("customcommand", customcommand)
