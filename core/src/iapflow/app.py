@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -59,3 +60,20 @@ def create_app(config: Config, plugins: Plugins | None = None) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.platform = platform
     return app
+
+
+def uvicorn_config(app: Starlette, config: Config, log_level: str | None = None) -> Any:
+    """The uvicorn settings iapflow runs with: websocket limits and pings from ``config``."""
+    import uvicorn
+
+    ws = config.websocket
+    return uvicorn.Config(
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        log_level=log_level or config.server.log_level,
+        ws_max_size=ws.max_frame_bytes * 4,
+        ws_ping_interval=ws.ping_interval_seconds,
+        ws_ping_timeout=ws.ping_timeout_seconds,
+        lifespan="on",
+    )

@@ -29,20 +29,13 @@ def _entry(
     acl = [{"_id": wellknown.ADMINS, "name": "admins", "rights": FULL_CONTROL}]
     if user_id:
         acl.append({"_id": user_id, "name": user_name, "rights": READ})
-    now = utcnow()
     return {
         "_id": new_id(),
         "_type": kind,
         "name": name,
         "_acl": acl,
         **fields,
-        "_created": now,
-        "_createdby": "iapflow",
-        "_createdbyid": wellknown.ROOT,
-        "_modified": now,
-        "_modifiedby": "iapflow",
-        "_modifiedbyid": wellknown.ROOT,
-        "_version": 0,
+        **wellknown.server_stamp(utcnow()),
     }
 
 

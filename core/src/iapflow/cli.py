@@ -31,27 +31,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server until interrupted."""
     import uvicorn
 
-    from iapflow.app import create_app
+    from iapflow.app import create_app, uvicorn_config
 
     config = _config(args)
     logging.basicConfig(
         level=config.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    app = create_app(config)
-    ws = config.websocket
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=config.server.host,
-            port=config.server.port,
-            log_level=config.server.log_level,
-            ws_max_size=ws.max_frame_bytes * 4,
-            ws_ping_interval=ws.ping_interval_seconds,
-            ws_ping_timeout=ws.ping_timeout_seconds,
-            lifespan="on",
-        )
-    )
+    server = uvicorn.Server(uvicorn_config(create_app(config), config))
     print(
         f"iapflow {__version__} on http://{config.server.host}:{config.server.port} "
         f"(data in {config.data_dir}, storage {config.storage.backend})",

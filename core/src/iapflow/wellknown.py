@@ -56,3 +56,16 @@ BUILTIN_MEMBERS: dict[str, list[str]] = {
 }
 
 WELLKNOWN_IDS = frozenset(BUILTIN_ROLES.values()) | frozenset(BUILTIN_USERS.values())
+
+
+def server_stamp(now: object) -> dict[str, object]:
+    """The system fields of a document the server writes on its own (built-ins, audit)."""
+    return {
+        "_created": now,
+        "_createdby": "iapflow",
+        "_createdbyid": ROOT,
+        "_modified": now,
+        "_modifiedby": "iapflow",
+        "_modifiedbyid": ROOT,
+        "_version": 0,
+    }

@@ -20,7 +20,7 @@ from iapflow.config import Config
 from iapflow.errors import AccessDenied, ApiError, NotSignedIn
 from iapflow.ids import new_id
 from iapflow.jsonutil import utcnow
-from iapflow.security.acl import FULL_CONTROL, READ, UPDATE, has_right
+from iapflow.security.acl import FULL_CONTROL, INVOKE, READ, UPDATE, has_right
 from iapflow.security.principal import Principal
 from iapflow.storage import Document, Storage
 
@@ -228,15 +228,9 @@ class AuthService:
                 "passwordhash": passwordhash,
                 "_acl": [
                     {"_id": wellknown.ADMINS, "name": "admins", "rights": FULL_CONTROL},
-                    {"_id": user_id, "name": name or username, "rights": READ | UPDATE | 16},
+                    {"_id": user_id, "name": name or username, "rights": READ | UPDATE | INVOKE},
                 ],
-                "_created": now,
-                "_createdby": "iapflow",
-                "_createdbyid": wellknown.ROOT,
-                "_modified": now,
-                "_modifiedby": "iapflow",
-                "_modifiedbyid": wellknown.ROOT,
-                "_version": 0,
+                **wellknown.server_stamp(now),
             }
             await self.storage.insert_one("users", user)
         if admin:
@@ -265,13 +259,7 @@ class AuthService:
                 "_type": kind,
                 "name": name,
                 "_acl": [dict(admins_ace)],
-                "_created": now,
-                "_createdby": "iapflow",
-                "_createdbyid": wellknown.ROOT,
-                "_modified": now,
-                "_modifiedby": "iapflow",
-                "_modifiedbyid": wellknown.ROOT,
-                "_version": 0,
+                **wellknown.server_stamp(now),
             }
             if kind == "user":
                 doc["username"] = name

@@ -45,22 +45,9 @@ async def running_server(config: Config, plugins: Any = None) -> AsyncIterator[s
     """Serve ``config`` with uvicorn in this loop; yield the websocket base URL."""
     import uvicorn
 
-    from iapflow.app import create_app
+    from iapflow.app import create_app, uvicorn_config
 
-    app = create_app(config, plugins)
-    ws = config.websocket
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=config.server.host,
-            port=config.server.port,
-            log_level="warning",
-            ws_max_size=ws.max_frame_bytes * 4,
-            ws_ping_interval=ws.ping_interval_seconds,
-            ws_ping_timeout=ws.ping_timeout_seconds,
-            lifespan="on",
-        )
-    )
+    server = uvicorn.Server(uvicorn_config(create_app(config, plugins), config, "warning"))
     task = asyncio.get_running_loop().create_task(server.serve())
     while not server.started:
         if task.done():
