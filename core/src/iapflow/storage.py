@@ -12,9 +12,12 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iapflow.errors import StorageError
+
+if TYPE_CHECKING:
+    from iapflow.files import FileStore
 
 Document = dict[str, Any]
 Filter = Mapping[str, Any]
@@ -151,7 +154,7 @@ class Storage(ABC):
 
     # -- files (GridFS-like) -------------------------------------------------------------------
 
-    def file_store(self) -> Any:
+    def file_store(self) -> FileStore:
         """The backend's file store (see :class:`iapflow.files.FileStore`), or StorageError."""
         raise StorageError(f"{type(self).__name__} has no file store")
 

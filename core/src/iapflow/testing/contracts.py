@@ -6,15 +6,22 @@ yields a started :class:`iapflow.storage.Storage` on an empty database::
     class TestMyStorage(StorageContract):
         @pytest.fixture
         async def storage(self): ...
+
+A backend with a file store does the same with :class:`FileStoreContract` and a ``file_store``
+fixture.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from iapflow.errors import DuplicateKeyError, InvalidQuery
+from iapflow.files import FileStore
 from iapflow.security.acl import READ, acl_condition
 from iapflow.storage import Storage
 
@@ -127,3 +134,115 @@ class StorageContract:
         await storage.drop_collection("made")
         await storage.drop_collection("never-existed")
         assert "made" not in {c["name"] for c in await storage.list_collections()}
+
+
+# -- file stores ---------------------------------------------------------------------------------
+
+
+async def _pieces(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def _read(store: FileStore, file_id: Any) -> bytes:
+    download = await store.open(file_id)
+    assert download is not None
+    async with download:
+        return b"".join([chunk async for chunk in download.chunks])
+
+
+class FileStoreContract:
+    """What every file store must do, as :mod:`iapflow.data.files` uses it.
+
+    Subclass it with a ``file_store`` fixture that yields a :class:`iapflow.files.FileStore`
+    on an empty database.
+    """
+
+    async def test_pieces_of_any_size_round_trip(self, file_store: FileStore) -> None:
+        content = os.urandom(700_001)
+        parts = (content[:1], content[1:100_000], content[100_000:100_000], content[100_000:])
+        doc = await file_store.upload(
+            _pieces(*parts), filename="a.bin", content_type="application/x-test", metadata={"k": 1}
+        )
+        assert isinstance(doc["_id"], str) and len(doc["_id"]) == 24
+        assert doc["filename"] == "a.bin"
+        assert doc["contentType"] == "application/x-test"
+        assert doc["length"] == len(content)
+        assert doc["metadata"] == {"k": 1}
+        assert doc["uploadDate"] is not None
+        assert await _read(file_store, doc["_id"]) == content
+        [found] = await file_store.find({"_id": doc["_id"]})
+        assert found["length"] == len(content) and found["metadata"] == {"k": 1}
+
+    async def test_empty_file_and_given_id(self, file_store: FileStore) -> None:
+        doc = await file_store.upload(
+            _pieces(), filename="empty", content_type="text/plain", metadata={}, file_id="f1"
+        )
+        assert doc["_id"] == "f1" and doc["length"] == 0
+        assert await _read(file_store, "f1") == b""
+        assert await file_store.open("no-such-file") is None
+
+    async def test_find_filters_sorts_and_limits(self, file_store: FileStore) -> None:
+        for index, user in enumerate(["u1", "u2", "u1"]):
+            await file_store.upload(
+                _pieces(b"x" * index),
+                filename="same",
+                content_type="text/plain",
+                metadata={"i": index, "_acl": [{"_id": user, "rights": READ}]},
+            )
+        mine = await file_store.find(
+            {"metadata._acl": acl_condition(["u1"], READ)}, sort=[("metadata.i", -1)]
+        )
+        assert [d["metadata"]["i"] for d in mine] == [2, 0]
+        first = await file_store.find({"filename": "same"}, sort=[("metadata.i", 1)], limit=1)
+        assert [d["metadata"]["i"] for d in first] == [0]
+        assert len(await file_store.find({"filename": "same"}, skip=1)) == 2
+
+    async def test_update_metadata_keeps_the_file(self, file_store: FileStore) -> None:
+        doc = await file_store.upload(
+            _pieces(b"abc"), filename="m.txt", content_type="text/plain", metadata={"a": 1}
+        )
+        after = await file_store.update_metadata(doc["_id"], {"b": 2})
+        assert after is not None and after["metadata"] == {"b": 2}
+        kept = (after["filename"], after["length"], after["contentType"])
+        assert kept == ("m.txt", 3, "text/plain")
+        assert await _read(file_store, doc["_id"]) == b"abc"
+        assert await file_store.update_metadata("no-such-file", {"b": 3}) is None
+
+    async def test_delete_removes_document_and_bytes(self, file_store: FileStore) -> None:
+        doc = await file_store.upload(
+            _pieces(os.urandom(300_000)), filename="d", content_type="x/y", metadata={}
+        )
+        assert await file_store.delete(doc["_id"]) is True
+        assert await file_store.open(doc["_id"]) is None
+        assert await file_store.find({"_id": doc["_id"]}) == []
+        assert await file_store.delete(doc["_id"]) is False
+
+    async def test_failing_source_stores_nothing(self, file_store: FileStore) -> None:
+        async def failing() -> AsyncIterator[bytes]:
+            yield os.urandom(600_000)
+            raise RuntimeError("client went away")
+
+        with pytest.raises(RuntimeError, match="client went away"):
+            await file_store.upload(
+                failing(), filename="f", content_type="x/y", metadata={}, file_id="broken"
+            )
+        assert await file_store.open("broken") is None
+        assert await file_store.find({}) == []
+        # The id is free again: nothing of the failed upload is in the way.
+        doc = await file_store.upload(
+            _pieces(b"ok"), filename="f", content_type="x/y", metadata={}, file_id="broken"
+        )
+        assert await _read(file_store, doc["_id"]) == b"ok"
+
+    async def test_download_closed_early(self, file_store: FileStore) -> None:
+        doc = await file_store.upload(
+            _pieces(os.urandom(2_000_000)), filename="big", content_type="x/y", metadata={}
+        )
+        download = await file_store.open(doc["_id"])
+        assert download is not None
+        first = await anext(download.chunks)
+        assert 0 < len(first) < 2_000_000
+        await download.close()
+        await download.close()
+        await file_store.ensure_indexes()

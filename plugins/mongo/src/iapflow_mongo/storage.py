@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
 from bson.errors import BSONError, InvalidDocument
@@ -16,6 +16,9 @@ from iapflow.errors import ConfigError, DuplicateKeyError, InvalidQuery, Storage
 from iapflow.ids import is_id
 from iapflow.storage import Document, Filter, Storage, StorageContext
 from iapflow_mongo.embedded import EmbeddedServer
+
+if TYPE_CHECKING:
+    from iapflow_mongo.files import MongoFileStore
 
 
 @contextlib.contextmanager
@@ -93,6 +96,7 @@ class MongoStorage(Storage):
         self.timeout_ms = server_selection_timeout_ms
         self._client: AsyncMongoClient[Document] | None = None
         self._collections: dict[str, Any] = {}
+        self._file_store: MongoFileStore | None = None
 
     def _c(self, name: str) -> Any:
         collection = self._collections.get(name)
@@ -136,6 +140,7 @@ class MongoStorage(Storage):
             await self._client.close()
             self._client = None
             self._collections.clear()
+            self._file_store = None
         if self.embedded is not None:
             self.embedded.stop()
 
@@ -301,6 +306,14 @@ class MongoStorage(Storage):
         with map_pymongo_errors():
             cursor = await self._c(collection).list_indexes()
             return [dict(index) async for index in cursor]
+
+    def file_store(self) -> MongoFileStore:
+        """See :meth:`iapflow.storage.Storage.file_store`: GridFS bucket ``fs``."""
+        if self._file_store is None:
+            from iapflow_mongo.files import MongoFileStore
+
+            self._file_store = MongoFileStore(self.db)
+        return self._file_store
 
 
 class MongoOptions(BaseModel):
