@@ -93,6 +93,28 @@ class HousekeepingConfig(_Section):
     interval_seconds: float = Field(900, ge=0)
 
 
+class MessagingConfig(BaseModel):
+    """``[messaging]``: ``backend`` names the broker plugin; other keys belong to that plugin."""
+
+    model_config = ConfigDict(extra="allow")
+    backend: str = "memory"
+
+    def options(self) -> dict[str, Any]:
+        """The backend's own keys (everything but ``backend``)."""
+        return dict(self.model_extra or {})
+
+
+class QueuesConfig(_Section):
+    """``[queues]``: the queue commands' policy, whatever the broker."""
+
+    default_expiration_ms: int = Field(60000, ge=1)
+    requeue_delay_seconds: float = Field(1.0, ge=0)
+    prefetch: int = Field(25, ge=1, le=65535)
+    sender_needs_invoke: bool = False
+    consumer_needs_update: bool = False
+    lookup_cache_seconds: float = Field(5.0, ge=0)
+
+
 class PluginsConfig(_Section):
     """``[plugins]``: ``blocked`` names installed plugins that must not load."""
 
@@ -108,6 +130,8 @@ class Config(_Section):
     websocket: WebsocketConfig = Field(default_factory=WebsocketConfig)
     query: QueryConfig = Field(default_factory=QueryConfig)
     housekeeping: HousekeepingConfig = Field(default_factory=HousekeepingConfig)
+    messaging: MessagingConfig = Field(default_factory=MessagingConfig)
+    queues: QueuesConfig = Field(default_factory=QueuesConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
 
     @property

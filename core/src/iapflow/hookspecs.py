@@ -66,6 +66,26 @@ def register_storage(register: Callable[[str, Any], None]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# messaging
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_brokers(register: Callable[[str, Any], None]) -> None:
+    """Called while the platform prepares, to collect messaging backends.
+
+    :param register: call ``register(name, factory)`` for each backend this plugin provides;
+        ``factory(options, context)`` returns an :class:`iapflow.messaging.broker.Broker`
+        (``options`` are the ``[messaging]`` keys besides ``backend``, ``context`` a
+        :class:`iapflow.messaging.broker.BrokerContext`). The name is what
+        ``[messaging] backend = "..."`` selects. Two plugins registering one name fail startup.
+    :return: nothing.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------------
 # auth
 # ---------------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from iapflow.config import Config
 from iapflow.data.layer import DataLayer
 from iapflow.dispatch import Dispatcher
 from iapflow.errors import StartupError, StorageError
+from iapflow.messaging.broker import Broker, BrokerContext, BrokerError
 from iapflow.plugins import Plugins, require
 from iapflow.storage import Document, Storage, StorageContext
 
@@ -30,6 +31,8 @@ class Platform:
         self.state: dict[str, Any] = {}
         """Per-platform state of plugins, keyed by plugin name (timers, hubs...)."""
         self._storage: Storage | None = None
+        self._broker: Broker | None = None
+        self._broker_started = False
         self._secret = ""
         self._auth_providers: list[Any] = []
         self._auth: AuthService | None = None
@@ -42,6 +45,12 @@ class Platform:
         """The storage backend (after :meth:`prepare`)."""
         assert self._storage is not None, "platform not prepared"
         return self._storage
+
+    @property
+    def broker(self) -> Broker:
+        """The messaging backend (after :meth:`prepare`)."""
+        assert self._broker is not None, "platform not prepared"
+        return self._broker
 
     @property
     def auth(self) -> AuthService:
@@ -74,6 +83,9 @@ class Platform:
         self._auth_providers = [
             provider for _name, provider in self.plugins.auth_providers().items()
         ]
+        messaging = self.config.messaging
+        broker_factory = require(self.plugins.brokers(), messaging.backend, "messaging")
+        self._broker = broker_factory(messaging.options(), BrokerContext(self.config.data_dir))
         self._storage = storage
 
     async def start_storage(self) -> None:
@@ -110,6 +122,12 @@ class Platform:
                 role_name=self.auth.roles.name_of,
             )
             self._dispatcher = Dispatcher(self, self.plugins.commands())
+            try:
+                await self.broker.start()
+            except BrokerError as exc:
+                backend = self.config.messaging.backend
+                raise StartupError(f"messaging backend {backend!r} did not start: {exc}") from exc
+            self._broker_started = True
             await self.plugins.startup(self)
         except BaseException:
             await self.stop()
@@ -122,6 +140,9 @@ class Platform:
             await session.close(1001, "server shutting down")
         if self._dispatcher is not None:
             await self.plugins.shutdown(self)
+        if self._broker is not None and self._broker_started:
+            self._broker_started = False
+            await self._broker.stop()
         if self._storage is not None:
             await self._storage.stop()
             self._storage = None

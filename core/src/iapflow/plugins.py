@@ -33,10 +33,12 @@ DEFAULT_PLUGINS = (
     "iapflow.builtin.local_auth",
     "iapflow.builtin.audit",
     "iapflow.builtin.housekeeping",
+    "iapflow.builtin.memory_broker",
     "iapflow.commands.admin",
     "iapflow.commands.signin",
     "iapflow.commands.documents",
     "iapflow.commands.collections",
+    "iapflow.commands.queues",
 )
 
 # First-party backend names and the distribution that provides each, for install hints.
@@ -115,6 +117,10 @@ class Plugins:
     def storage_backends(self) -> Registry[Any]:
         """Storage factories by backend name (``register_storage``)."""
         return self._collect("register_storage", "storage backend")
+
+    def brokers(self) -> Registry[Any]:
+        """Messaging backend factories by name (``register_brokers``)."""
+        return self._collect("register_brokers", "messaging backend")
 
     def auth_providers(self) -> Registry[Any]:
         """Password sign-in providers by name (``register_auth_providers``)."""

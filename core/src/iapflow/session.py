@@ -21,17 +21,25 @@ log = logging.getLogger("iapflow.session")
 
 Push = Callable[[str, dict[str, Any]], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
+Ask = Callable[[str, dict[str, Any]], Awaitable[tuple[str, dict[str, Any]]]]
 
 
 class Session:
     """State of one client connection."""
 
     def __init__(
-        self, platform: Platform, push: Push, close: Close, remote: dict[str, str], protocol: str
+        self,
+        platform: Platform,
+        push: Push,
+        close: Close,
+        remote: dict[str, str],
+        protocol: str,
+        ask: Ask | None = None,
     ) -> None:
         self.id = new_id()
         self.platform = platform
         self.push = push
+        self._ask = ask
         self.close = close
         self.remote = remote
         self.protocol = protocol
@@ -43,6 +51,17 @@ class Session:
         self.clientagent = ""
         self.clientversion = ""
         self._refresh_task: asyncio.Task[None] | None = None
+
+    async def push_and_wait(self, command: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Push ``command`` and wait for the client's reply to it: ``(reply command, data)``.
+
+        Raises ConnectionError when the connection closes first. A transport that cannot carry
+        replies to pushes returns ``(command, {})`` once the push is sent.
+        """
+        if self._ask is None:
+            await self.push(command, data)
+            return command, {}
+        return await self._ask(command, data)
 
     def check_token(self) -> None:
         """Refuse requests once the session's token has expired without a refresh."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import json
+from collections.abc import Callable
 from typing import Any
 
 import websockets
@@ -39,6 +41,12 @@ class JsonClient:
         self._chunks: dict[str, dict[int, str]] = {}
         self._reader: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
+        self.on_push: Callable[[str, dict[str, Any], str], Any] | None = None
+        """When set, called as ``on_push(command, data, push_id)`` for every push instead of
+        queueing it in :attr:`pushes`; an awaitable result runs as a task. Reply to a push
+        (a ``queuemessage`` must be answered before the server acknowledges it) with
+        :meth:`answer`."""
+        self._push_tasks: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> JsonClient:
         await self.connect()
@@ -78,6 +86,14 @@ class JsonClient:
                 future = self._pending.pop(replyto, None) if replyto else None
                 if future is not None and not future.done():
                     future.set_result((frame["command"], data))
+                elif self.on_push is not None:
+                    result = self.on_push(
+                        frame["command"], json.loads(data) if data else {}, frame.get("id", "")
+                    )
+                    if inspect.isawaitable(result):
+                        task = asyncio.ensure_future(result)
+                        self._push_tasks.add(task)
+                        task.add_done_callback(self._push_tasks.discard)
                 else:
                     self.pushes.put_nowait((frame["command"], json.loads(data) if data else {}))
         except websockets.ConnectionClosed:
@@ -91,6 +107,17 @@ class JsonClient:
     async def send_frame(self, frame: dict[str, Any] | str) -> None:
         """Send one raw frame (a dict is JSON-encoded)."""
         await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def answer(self, push_id: str, command: str, data: Any = None) -> None:
+        """Reply to the server's push ``push_id`` (``command`` ``error`` refuses a message)."""
+        await self.send_frame(
+            {
+                "id": str(next(_ids)),
+                "replyto": push_id,
+                "command": command,
+                "data": json.dumps(data if data is not None else {}),
+            }
+        )
 
     async def request(
         self, command: str, data: Any, message_id: str | None = None, wait: float = 30

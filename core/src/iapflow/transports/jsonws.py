@@ -55,7 +55,11 @@ class JsonConnection:
         self.limits = platform.config.websocket
         client = websocket.client
         remote = {"remoteip": client.host if client else ""}
-        self.session = Session(platform, self.push, self.close, remote, "json")
+        self.session = Session(platform, self.push, self.close, remote, "json", ask=self.ask)
+        # Pushes waiting for the client's reply (push id -> future), and the ids of arriving
+        # messages that answer one of them (message id -> push id).
+        self._awaiting: dict[str, asyncio.Future[tuple[str, str]]] = {}
+        self._answers: dict[str, str] = {}
         self._send_lock = asyncio.Lock()
         self._message_ids = itertools.count(1)
         self._inflight = asyncio.Semaphore(self.limits.max_inflight)
@@ -66,11 +70,16 @@ class JsonConnection:
 
     # -- sending --------------------------------------------------------------------------------
 
-    async def send(self, command: str, data: Any, replyto: str | None = None) -> None:
+    def _new_message_id(self) -> str:
+        return f"{self.session.id}{next(self._message_ids):x}"
+
+    async def send(
+        self, command: str, data: Any, replyto: str | None = None, message_id: str = ""
+    ) -> None:
         """Send a message, in pieces of ``package_size`` characters when it is long."""
         text = jsonutil.dumps(data)
         size = self.limits.package_size
-        message_id = f"{self.session.id}{next(self._message_ids):x}"
+        message_id = message_id or self._new_message_id()
         if len(text) <= size:
             # One frame: a single write needs no lock (pieces of other messages may interleave).
             await self._write(self._frame(message_id, replyto, command, text, 1, 0))
@@ -102,6 +111,39 @@ class JsonConnection:
     async def push(self, command: str, data: dict[str, Any]) -> None:
         """A server-initiated message (``refreshtoken``, later ``queuemessage``, ``watchevent``)."""
         await self.send(command, data)
+
+    async def ask(self, command: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Push a message and wait for the client's reply frame (``replyto`` = the push's id).
+
+        Returns the reply's command and data; raises ConnectionError if the socket closes first.
+        """
+        if self._closed:
+            raise ConnectionError("connection closed")
+        message_id = self._new_message_id()
+        future: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+        self._awaiting[message_id] = future
+        try:
+            await self.send(command, data, message_id=message_id)
+            if self._closed:
+                raise ConnectionError("connection closed")
+            reply_command, text = await future
+        finally:
+            self._awaiting.pop(message_id, None)
+        try:
+            reply = jsonutil.loads(text) if text else {}
+        except ValueError:
+            reply = {}
+        return reply_command, reply if isinstance(reply, dict) else {"data": reply}
+
+    def _answered(self, message_id: str, command: str, text: str) -> bool:
+        """Hand a client's reply to a push to whoever waits for it; False for other messages."""
+        push_id = self._answers.pop(message_id, None)
+        future = self._awaiting.get(push_id) if push_id is not None else None
+        if future is None:
+            return False
+        if not future.done():
+            future.set_result((command, text))
+        return True
 
     async def send_error(self, message: str, replyto: str | None) -> None:
         """An ``error`` reply carrying the reason in ``message`` and ``error``."""
@@ -139,7 +181,7 @@ class JsonConnection:
                 except FrameError as exc:
                     await self.send_error(str(exc), exc.replyto)
                     continue
-                if assembled is not None:
+                if assembled is not None and not self._answered(*assembled):
                     await self._inflight.acquire()
                     task = asyncio.get_running_loop().create_task(self._handle(*assembled))
                     self._tasks.add(task)
@@ -151,6 +193,9 @@ class JsonConnection:
             timeout.cancel()
             for task in list(self._tasks):
                 task.cancel()
+            for future in self._awaiting.values():
+                if not future.done():
+                    future.set_exception(ConnectionError("connection closed"))
             await self.session.closed()
 
     async def _signin_timeout(self) -> None:
@@ -185,6 +230,9 @@ class JsonConnection:
         replyto = message_id or None
         if len(message_id) > 128:
             raise FrameError("id is longer than 128 characters")
+        answers = frame.get("replyto")
+        if isinstance(answers, str) and answers in self._awaiting:
+            self._answers[message_id] = answers
         command = frame.get("command")
         if not isinstance(command, str) or not command:
             raise FrameError("frame has no command", replyto)
