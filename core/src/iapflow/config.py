@@ -115,6 +115,12 @@ class QueuesConfig(_Section):
     lookup_cache_seconds: float = Field(5.0, ge=0)
 
 
+class FilesConfig(_Section):
+    """``[files]``: the file store (``savefile``, ``getfile``, ``/upload``, ``/download``)."""
+
+    max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
+
+
 class PluginsConfig(_Section):
     """``[plugins]``: ``blocked`` names installed plugins that must not load."""
 
@@ -132,6 +138,7 @@ class Config(_Section):
     housekeeping: HousekeepingConfig = Field(default_factory=HousekeepingConfig)
     messaging: MessagingConfig = Field(default_factory=MessagingConfig)
     queues: QueuesConfig = Field(default_factory=QueuesConfig)
+    files: FilesConfig = Field(default_factory=FilesConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
 
     @property

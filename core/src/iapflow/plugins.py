@@ -39,6 +39,7 @@ DEFAULT_PLUGINS = (
     "iapflow.commands.documents",
     "iapflow.commands.collections",
     "iapflow.commands.queues",
+    "iapflow.commands.files",
 )
 
 # First-party backend names and the distribution that provides each, for install hints.

@@ -1,0 +1,437 @@
+"""Secure file operations: the backend's file store behind the ACL in ``metadata._acl``.
+
+The only code that calls a :class:`iapflow.files.FileStore`. The file commands and the HTTP
+routes both come through here, so they share the ACL defaults, the checks and the size limit:
+
+- a new file's ACL is the client's ``metadata._acl`` cleaned like a document ACL, or by default
+  (OpenFlow's) full control for ``filestore admins`` and read for ``filestore users``; the
+  uploader and ``admins`` always get full control;
+- reads are narrowed by the ACL condition on ``metadata._acl``, in the store's filter;
+- changing metadata needs update right on the stored metadata and on the new one;
+- a file larger than ``files.max_file_bytes`` is refused while it streams in, and nothing of it
+  is kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import secrets
+import zlib
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from iapflow import wellknown
+from iapflow.data.query import coerce
+from iapflow.errors import AccessDenied, ApiError
+from iapflow.files import FILES_COLLECTION, FileDownload, FileStore
+from iapflow.jsonutil import utcnow
+from iapflow.security.acl import (
+    DELETE,
+    FULL_CONTROL,
+    READ,
+    UPDATE,
+    access_filter,
+    clean_acl,
+    ensure_ace,
+    fold,
+    has_right,
+)
+from iapflow.security.principal import Principal
+from iapflow.storage import Document
+
+if TYPE_CHECKING:
+    from iapflow.platform import Platform
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+PIECE_BYTES = 1024 * 1024
+"""Size of the pieces bytes already in memory are handed to the store in."""
+_MAX_NAME = 1024
+_MAX_DEPTH = 64
+# Metadata fields the server sets; a client's values are replaced.
+_SERVER_FIELDS = (
+    "_created",
+    "_createdby",
+    "_createdbyid",
+    "_modified",
+    "_modifiedby",
+    "_modifiedbyid",
+)
+# Metadata fields ``updatefile`` keeps from the stored file.
+_KEPT_ON_UPDATE = ("_created", "_createdby", "_createdbyid", "filename", "path", "uniquename")
+_STATE = "files"
+_WHITESPACE = re.compile(r"\s+")
+
+
+class FileNotFound(ApiError):
+    """No such file, or the caller lacks the right on it (the two are not told apart)."""
+
+
+class FileTooLarge(ApiError):
+    """A file over ``files.max_file_bytes``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"file is larger than the limit of {limit} bytes ({_size(limit)}); "
+            "the server's files.max_file_bytes setting sets it"
+        )
+        self.limit = limit
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:g} {unit}"
+    return f"{count} bytes"
+
+
+def secure_files(platform: Platform) -> SecureFiles:
+    """The platform's :class:`SecureFiles` (made on first use)."""
+    found = platform.state.get(_STATE)
+    if not isinstance(found, SecureFiles):
+        found = platform.state[_STATE] = SecureFiles(platform)
+    return found
+
+
+class SecureFiles:
+    """File operations for a platform's storage, with ACL checks and the size limit."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+
+    @property
+    def store(self) -> FileStore:
+        """The storage backend's file store (StorageError when it has none)."""
+        return self.platform.storage.file_store()
+
+    @property
+    def max_bytes(self) -> int:
+        """``files.max_file_bytes``."""
+        return self.platform.config.files.max_file_bytes
+
+    # -- saving ---------------------------------------------------------------------------------
+
+    async def save(
+        self,
+        principal: Principal,
+        chunks: AsyncIterable[bytes],
+        *,
+        filename: Any,
+        content_type: Any,
+        metadata: Any,
+    ) -> Document:
+        """Store a new file from ``chunks``; return its stored ``fs.files`` document."""
+        name = check_filename(filename)
+        mime = check_content_type(content_type)
+        meta = await self.new_metadata(principal, name, metadata)
+        return await self.store.upload(
+            self._limited(chunks), filename=name, content_type=mime, metadata=meta
+        )
+
+    async def new_metadata(self, principal: Principal, filename: str, metadata: Any) -> Document:
+        """The metadata of a new file: the client's fields, a clean ACL, the system fields."""
+        meta = parse_metadata(metadata)
+        if meta.get("_acl") is None:
+            acl = [
+                {
+                    "_id": wellknown.FILESTORE_ADMINS,
+                    "name": "filestore admins",
+                    "rights": FULL_CONTROL,
+                },
+                {"_id": wellknown.FILESTORE_USERS, "name": "filestore users", "rights": READ},
+            ]
+        else:
+            acl = clean_acl(meta["_acl"])
+            await self._name_aces(acl)
+        ensure_ace(acl, principal.id, principal.name, FULL_CONTROL)
+        ensure_ace(acl, wellknown.ADMINS, "admins", FULL_CONTROL)
+        for key in _SERVER_FIELDS:
+            meta.pop(key, None)
+        now = utcnow()
+        basename = re.split(r"[\\/]", filename)[-1] or filename
+        meta.setdefault("name", filename)
+        meta["filename"] = filename
+        meta.setdefault("path", "")
+        if not isinstance(meta.get("uniquename"), str) or not meta["uniquename"]:
+            meta["uniquename"] = f"{secrets.token_hex(6)}-{basename}"
+        meta.update(
+            _acl=acl,
+            _created=now,
+            _createdby=principal.name,
+            _createdbyid=principal.id,
+            _modified=now,
+            _modifiedby=principal.name,
+            _modifiedbyid=principal.id,
+        )
+        return meta
+
+    async def _limited(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        limit, total = self.max_bytes, 0
+        async for piece in chunks:
+            total += len(piece)
+            if total > limit:
+                raise FileTooLarge(limit)
+            yield piece
+
+    async def _name_aces(self, acl: list[dict[str, Any]]) -> None:
+        for ace in acl:
+            if not ace.get("name"):
+                ace["name"] = await self.platform.auth.roles.name_of(ace["_id"]) or ""
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _filter(self, principal: Principal, rights: int, query: Mapping[str, Any]) -> Document:
+        return fold(query, access_filter(principal, rights, FILES_COLLECTION))
+
+    async def find(
+        self, principal: Principal, *, file_id: Any = None, filename: Any = None, rights: int = READ
+    ) -> Document:
+        """The file document by ``file_id``, or by ``filename`` (``metadata.uniquename`` first,
+        then ``filename``, the newest upload first), if the caller has ``rights`` on it."""
+        if file_id not in (None, ""):
+            if not isinstance(file_id, str) or len(file_id) > 256:
+                raise ApiError("id must be the id of a file (a string)")
+            found = await self.store.find(
+                self._filter(principal, rights, {"_id": file_id}), limit=1
+            )
+            if found:
+                return found[0]
+            raise FileNotFound(f"file {file_id} not found, or you lack {_right(rights)} on it")
+        if filename in (None, ""):
+            raise ApiError("give the id of the file, or its filename")
+        if not isinstance(filename, str) or len(filename) > _MAX_NAME:
+            raise ApiError("filename must be a string")
+        for field in ("metadata.uniquename", "filename"):
+            found = await self.store.find(
+                self._filter(principal, rights, {field: filename}),
+                sort=[("uploadDate", -1)],
+                limit=1,
+            )
+            if found:
+                return found[0]
+        raise FileNotFound(f"file {filename!r} not found, or you lack {_right(rights)} on it")
+
+    async def open(
+        self, principal: Principal, *, file_id: Any = None, filename: Any = None
+    ) -> FileDownload:
+        """Open a file the caller may read; its bytes stream from the store."""
+        document = await self.find(principal, file_id=file_id, filename=filename)
+        download = await self.store.open(document["_id"])
+        if download is None:  # deleted in between
+            raise FileNotFound(f"file {document['_id']} not found, or you lack read right on it")
+        return download
+
+    async def read(
+        self,
+        principal: Principal,
+        *,
+        file_id: Any = None,
+        filename: Any = None,
+        max_bytes: int | None = None,
+    ) -> tuple[Document, bytes]:
+        """A readable file's document and all its bytes (for the websocket commands); files
+        longer than ``max_bytes`` are refused before any byte is read."""
+        document = await self.find(principal, file_id=file_id, filename=filename)
+        length = int(document.get("length") or 0)
+        if max_bytes is not None and length > max_bytes:
+            raise ApiError(
+                f"file {document['_id']} has {length} bytes, more than files.max_file_bytes "
+                f"({max_bytes}) allows over the websocket; download it with GET /download/<id>"
+            )
+        download = await self.store.open(document["_id"])
+        if download is None:  # deleted in between
+            raise FileNotFound(f"file {document['_id']} not found, or you lack read right on it")
+        content = bytearray()
+        async with download:
+            async for chunk in download.chunks:
+                content += chunk
+        return download.document, bytes(content)
+
+    # -- changing -------------------------------------------------------------------------------
+
+    async def update_metadata(self, principal: Principal, file_id: Any, metadata: Any) -> Document:
+        """Replace a file's metadata; needs update right on the stored and on the new metadata.
+
+        Fields starting with ``_`` that the new metadata leaves out are kept (so leaving out
+        ``_acl`` keeps the ACL); ``_created*``, ``filename``, ``path`` and ``uniquename`` always
+        stay; the file's name, length, type and bytes are not touched.
+        """
+        if file_id in (None, ""):
+            raise ApiError("updatefile needs id: the id of the file")
+        stored = await self.find(principal, file_id=file_id, rights=UPDATE)
+        old = stored.get("metadata")
+        old = dict(old) if isinstance(old, Mapping) else {}
+        new = parse_metadata(metadata)
+        for key, value in old.items():
+            if key.startswith("_") and key not in new:
+                new[key] = value
+        for key in [k for k, v in new.items() if k.startswith("_") and v is None]:
+            del new[key]
+        for key in _KEPT_ON_UPDATE:
+            if key in old:
+                new[key] = old[key]
+            else:
+                new.pop(key, None)
+        acl = clean_acl(new.get("_acl"))
+        await self._name_aces(acl)
+        ensure_ace(acl, wellknown.ADMINS, "admins", FULL_CONTROL)
+        new["_acl"] = acl
+        if not principal.is_admin and not has_right(principal, new, UPDATE):
+            raise AccessDenied("the new _acl would take away your own update right")
+        new.update(_modified=utcnow(), _modifiedby=principal.name, _modifiedbyid=principal.id)
+        updated = await self.store.update_metadata(stored["_id"], new)
+        if updated is None:
+            raise FileNotFound(f"file {file_id} not found, or you lack update right on it")
+        return updated
+
+    async def delete(self, principal: Principal, file_id: Any) -> None:
+        """Delete a file and its bytes; needs delete right."""
+        stored = await self.find(principal, file_id=file_id, rights=DELETE)
+        if not await self.store.delete(stored["_id"]):
+            raise FileNotFound(f"file {file_id} not found, or you lack delete right on it")
+
+
+def _right(rights: int) -> str:
+    return {READ: "read right", UPDATE: "update right", DELETE: "delete right"}.get(
+        rights, "the right"
+    )
+
+
+# -- input checks -------------------------------------------------------------------------------
+
+
+def check_filename(value: Any) -> str:
+    """A file name: a non-empty string of at most 1024 characters without control characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError("filename is required: the name of the file")
+    if len(value) > _MAX_NAME or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ApiError(
+            f"filename must be at most {_MAX_NAME} characters, without control characters"
+        )
+    return value
+
+
+def check_content_type(value: Any) -> str:
+    """A content type such as ``text/plain``; empty means ``application/octet-stream``."""
+    if value in (None, ""):
+        return DEFAULT_CONTENT_TYPE
+    if (
+        not isinstance(value, str)
+        or len(value) > 255
+        or "/" not in value
+        or any(ord(c) < 32 or ord(c) == 127 for c in value)
+    ):
+        raise ApiError("mimeType must be a content type such as text/plain")
+    return value
+
+
+def parse_metadata(value: Any) -> dict[str, Any]:
+    """Client metadata: an object or a JSON string of one; keys checked, dates and regexes
+    turned into values as in documents."""
+    if value in (None, ""):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ApiError("metadata must be an object or a JSON string of one") from None
+    if not isinstance(value, dict):
+        raise ApiError("metadata must be an object")
+    _check_keys(value, 0)
+    result: dict[str, Any] = coerce(value)
+    return result
+
+
+def _check_keys(value: Any, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise ApiError(f"metadata is nested deeper than {_MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if not isinstance(key, str) or key.startswith("$") or "\x00" in key:
+                raise ApiError(
+                    f"metadata field name {str(key)[:60]!r} is not allowed (no leading $, no NUL)"
+                )
+            _check_keys(inner, depth + 1)
+    elif isinstance(value, list):
+        for inner in value:
+            _check_keys(inner, depth + 1)
+
+
+# -- content encodings ------------------------------------------------------------------------
+
+
+def decode_base64(text: Any, limit: int, allowance: int = 0) -> bytes:
+    """The bytes of a base64 string; refused before decoding when they cannot fit ``limit``
+    (plus ``allowance``, for compressed data that may be a little larger than its content)."""
+    if not isinstance(text, str):
+        raise ApiError("file is required: the content as a base64 string")
+    if len(text) // 4 * 3 - 3 > limit + allowance:
+        raise FileTooLarge(limit)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        pass
+    try:
+        # Line-wrapped base64 (MIME style) is fine; anything else is not.
+        return base64.b64decode(_WHITESPACE.sub("", text), validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError("file is not valid base64") from None
+
+
+def inflate(data: bytes, limit: int) -> Iterator[bytes]:
+    """The pieces of zlib- or gzip-wrapped (``pako.deflate``) or raw deflate ``data``, at most
+    ``limit`` bytes in all (FileTooLarge beyond it, so a small bomb cannot fill memory)."""
+    for wbits in (zlib.MAX_WBITS | 32, -zlib.MAX_WBITS):
+        decompressor = zlib.decompressobj(wbits)
+        try:
+            first = decompressor.decompress(data[:64])
+        except zlib.error:
+            continue
+        return _inflated(decompressor, first, data[64:], limit)
+    raise ApiError("file is not zlib/deflate data, but compressed is true")
+
+
+def _inflated(decompressor: Any, first: bytes, rest: bytes, limit: int) -> Iterator[bytes]:
+    total = len(first)
+    if total > limit:
+        raise FileTooLarge(limit)
+    if first:
+        yield first
+    pending = rest
+    try:
+        while True:
+            piece = decompressor.decompress(pending, PIECE_BYTES)
+            pending = decompressor.unconsumed_tail
+            if not piece:
+                break
+            total += len(piece)
+            if total > limit:
+                raise FileTooLarge(limit)
+            yield piece
+        tail = decompressor.flush()
+    except zlib.error as exc:
+        raise ApiError(f"file is not valid zlib/deflate data: {exc}") from None
+    if tail:
+        total += len(tail)
+        if total > limit:
+            raise FileTooLarge(limit)
+        yield tail
+    if not decompressor.eof:
+        raise ApiError("file's compressed data is cut short")
+
+
+def deflate(data: bytes) -> bytes:
+    """``data`` zlib-compressed, as ``pako.inflate`` and ``zlib.decompress`` read it."""
+    return zlib.compress(data, 6)
+
+
+async def pieces(data: bytes | Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Bytes in memory (or an iterator of them) as an async iterator of pieces of at most
+    :data:`PIECE_BYTES`."""
+    sources = [data] if isinstance(data, bytes | bytearray) else data
+    for source in sources:
+        view = memoryview(source)
+        for start in range(0, len(view), PIECE_BYTES):
+            yield bytes(view[start : start + PIECE_BYTES])
