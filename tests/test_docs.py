@@ -22,6 +22,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "auth": config.AuthConfig,
     "websocket": config.WebsocketConfig,
     "query": config.QueryConfig,
+    "files": config.FilesConfig,
     "plugins": config.PluginsConfig,
 }
 
