@@ -1,0 +1,1 @@
+"""iapflow messaging backend ``rabbit``: the queue API on RabbitMQ through aio-pika."""

@@ -1,0 +1,588 @@
+"""The iapflow broker contract on RabbitMQ, through aio-pika.
+
+- One AMQP connection per server process, TCP_NODELAY set on its socket (so request/reply is
+  not held back by Nagle's algorithm), and one channel per client connection holding that
+  client's consumers, closed when the client goes.
+- Declarations run on a separate channel under a lock, so a refused declaration (which closes
+  its channel) never takes a client's consumers down with it. Publishes run on a channel with
+  publisher confirms and ``mandatory``: a message no queue takes comes back and its
+  ``reply_to`` gets a ``timeout``.
+- Every queue dead-letters to the fanout exchange ``dlx`` (default ``iapflow-dlx``); every
+  server consumes the shared queue of the same name and turns each dead-lettered request into a
+  ``timeout`` to its ``reply_to``.
+- When the connection drops (RabbitMQ restarts), the broker reconnects every
+  ``reconnect_delay_seconds`` and re-declares each live session's queues, exchanges, bindings
+  and consumers; what cannot be restored is reported through the session's ``lost`` callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
+from aiormq.connection import TCPTransportFactory, TLSTransportFactory
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from yarl import URL
+
+from iapflow.errors import ConfigError
+from iapflow.messaging.broker import (
+    EXCHANGE_TYPES,
+    Broker,
+    BrokerContext,
+    BrokerError,
+    BrokerSession,
+    BrokerUnavailable,
+    Conflict,
+    Consumer,
+    Delivery,
+    LostCallback,
+    NotFound,
+    OutgoingMessage,
+    timeout_body,
+)
+
+log = logging.getLogger("iapflow.rabbit")
+
+T = TypeVar("T")
+
+
+class RabbitOptions(BaseModel):
+    """``[messaging]`` keys of the ``rabbit`` backend."""
+
+    model_config = ConfigDict(extra="forbid")
+    amqp_url: str = "amqp://guest:guest@localhost:5672/"
+    dlx: str = "iapflow-dlx"
+    reconnect_delay_seconds: float = Field(1.0, gt=0)
+    heartbeat_seconds: int = Field(60, ge=0)
+
+
+def build_broker(options: Mapping[str, Any], context: BrokerContext) -> RabbitBroker:
+    """The ``rabbit`` backend factory; a bad option fails with its key and the reason."""
+    try:
+        parsed = RabbitOptions.model_validate(dict(options))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"])
+        reason = (
+            "unknown key for the rabbit backend"
+            if error["type"] == "extra_forbidden"
+            else (f"{error['msg']} (got {error.get('input')!r})")
+        )
+        raise ConfigError(f"messaging.{key}", reason) from None
+    if not parsed.amqp_url.startswith(("amqp://", "amqps://")):
+        raise ConfigError("messaging.amqp_url", "must start with amqp:// or amqps://")
+    return RabbitBroker(parsed)
+
+
+def _no_delay(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _NoDelayTCP(TCPTransportFactory):
+    """aiormq's TCP transport with Nagle's algorithm switched off (explicitly)."""
+
+    def __init__(self, broker: RabbitBroker) -> None:
+        self.broker = broker
+
+    async def create(
+        self, url: URL, **kwargs: Any
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await super().create(url, **kwargs)
+        _no_delay(writer)
+        self.broker.socket = writer.get_extra_info("socket")
+        return reader, writer
+
+
+class _NoDelayTLS(TLSTransportFactory):
+    """aiormq's TLS transport with Nagle's algorithm switched off."""
+
+    def __init__(self, broker: RabbitBroker) -> None:
+        self.broker = broker
+
+    async def create(
+        self, url: URL, **kwargs: Any
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await super().create(url, **kwargs)
+        _no_delay(writer)
+        self.broker.socket = writer.get_extra_info("socket")
+        return reader, writer
+
+
+# The connection or channel is gone (as opposed to RabbitMQ refusing one operation).
+_CLOSED = (
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ConnectionClosed,
+    ConnectionError,
+    RuntimeError,
+)
+
+
+class RabbitDelivery(Delivery):
+    """An aio-pika message as a :class:`Delivery`."""
+
+    def __init__(self, queue: str, message: AbstractIncomingMessage) -> None:
+        self.queue = queue
+        self.body = message.body
+        self.reply_to = message.reply_to or ""
+        self.correlation_id = message.correlation_id or ""
+        self.routing_key = message.routing_key or ""
+        self.exchange = message.exchange or ""
+        self.consumer_tag = message.consumer_tag or ""
+        self.headers = dict(message.headers or {})
+        self.redelivered = bool(message.redelivered)
+        self._message = message
+
+    async def ack(self) -> None:
+        try:
+            await self._message.ack()
+        except _CLOSED as exc:
+            raise BrokerError(f"cannot acknowledge: the channel closed ({exc!r})") from exc
+
+    async def nack(self, requeue: bool = True) -> None:
+        try:
+            await self._message.nack(requeue=requeue)
+        except _CLOSED as exc:
+            raise BrokerError(f"cannot requeue: the channel closed ({exc!r})") from exc
+
+
+@dataclass
+class _Binding:
+    queue: str
+    exchange: str
+    routing_key: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+class RabbitSession(BrokerSession):
+    """One client connection: a channel with its consumers, and what it declared."""
+
+    def __init__(self, broker: RabbitBroker, lost: LostCallback, prefetch: int) -> None:
+        self.broker = broker
+        self.lost = lost
+        self.prefetch = prefetch
+        self.channel: AbstractChannel | None = None
+        self.queues: dict[str, bool] = {}
+        """Declared queue name -> temporary?"""
+        self.exchanges: dict[str, str] = {}
+        self.bindings: list[_Binding] = []
+        self.consumers: dict[str, tuple[Consumer, str, AbstractQueue]] = {}
+        self.closed = False
+
+    async def open(self) -> None:
+        """Open the session's channel (again, after a reconnect)."""
+        connection = self.broker.connection()
+        self.channel = await connection.channel(publisher_confirms=False)
+        await self.channel.set_qos(prefetch_count=self.prefetch)
+
+    def _channel(self) -> AbstractChannel:
+        if self.closed:
+            raise BrokerError("the connection's broker session is closed")
+        if self.channel is None or self.channel.is_closed:
+            raise BrokerUnavailable("RabbitMQ connection lost; reconnecting")
+        return self.channel
+
+    async def declare_queue(self, name: str, *, temporary: bool) -> None:
+        self._channel()
+        await self.broker.declare_queue(name, temporary)
+        if temporary or name not in self.queues:
+            self.queues[name] = temporary
+
+    async def _start_consumer(self, name: str, consumer: Consumer) -> str:
+        queue = await self._channel().get_queue(name, ensure=False)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await consumer(RabbitDelivery(name, message))
+
+        tag = await queue.consume(on_message, no_ack=False)
+        self.consumers[name] = (consumer, tag, queue)
+        return tag
+
+    async def consume(self, queue: str, consumer: Consumer) -> str:
+        self._channel()
+        old = self.consumers.pop(queue, None)
+        if old is not None:
+            with contextlib.suppress(*_CLOSED):
+                await old[2].cancel(old[1])
+        try:
+            return await self._start_consumer(queue, consumer)
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            await self.open()
+            raise NotFound(f"queue {queue!r} does not exist") from exc
+
+    async def cancel(self, queue: str) -> bool:
+        entry = self.consumers.pop(queue, None)
+        if entry is not None:
+            with contextlib.suppress(*_CLOSED):
+                await entry[2].cancel(entry[1])
+        if self.queues.get(queue):
+            del self.queues[queue]
+            self.bindings = [b for b in self.bindings if b.queue != queue]
+            await self.broker.delete_queue(queue)
+        return entry is not None
+
+    async def declare_exchange(self, name: str, kind: str) -> None:
+        self._channel()
+        await self.broker.declare_exchange(name, kind)
+        self.exchanges[name] = kind
+
+    async def bind(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._channel()
+        binding = _Binding(queue, exchange, routing_key, dict(arguments or {}))
+        await self.broker.bind(binding)
+        if binding not in self.bindings:
+            self.bindings.append(binding)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.broker.sessions.discard(self)
+        channel, self.channel = self.channel, None
+        self.consumers.clear()
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(*_CLOSED, aiormq.exceptions.AMQPError):
+                await channel.close()
+        for name, temporary in list(self.queues.items()):
+            if temporary:
+                with contextlib.suppress(BrokerError):
+                    await self.broker.delete_queue(name)
+        self.queues.clear()
+
+    async def restore(self) -> None:
+        """After a reconnect: a new channel, then every queue, exchange, binding, consumer."""
+        if self.closed:
+            return
+        await self.open()
+        for name, temporary in list(self.queues.items()):
+            try:
+                await self.broker.declare_queue(name, temporary)
+            except BrokerError as exc:
+                log.warning("queue %s could not be restored: %s", name, exc)
+                await self._lose("queue", name)
+        for name, kind in list(self.exchanges.items()):
+            try:
+                await self.broker.declare_exchange(name, kind)
+            except BrokerError as exc:
+                log.warning("exchange %s could not be restored: %s", name, exc)
+                del self.exchanges[name]
+                await self.lost("exchange", name)
+        for binding in list(self.bindings):
+            try:
+                await self.broker.bind(binding)
+            except BrokerError as exc:
+                log.warning("binding of %s could not be restored: %s", binding.queue, exc)
+                await self._lose("queue", binding.queue)
+        for name, (consumer, _tag, _queue) in list(self.consumers.items()):
+            try:
+                await self._start_consumer(name, consumer)
+            except (BrokerError, aiormq.exceptions.AMQPError, *_CLOSED) as exc:
+                log.warning("consumer of %s could not be restored: %r", name, exc)
+                self.consumers.pop(name, None)
+                await self._lose("queue", name)
+                if self.channel is None or self.channel.is_closed:
+                    await self.open()
+
+    async def _lose(self, kind: str, name: str) -> None:
+        self.queues.pop(name, None)
+        self.consumers.pop(name, None)
+        self.bindings = [b for b in self.bindings if b.queue != name]
+        await self.lost(kind, name)
+
+
+class RabbitBroker(Broker):
+    """The broker contract on one RabbitMQ connection per server process."""
+
+    def __init__(self, options: RabbitOptions) -> None:
+        self.options = options
+        self.sessions: set[RabbitSession] = set()
+        self._connection: AbstractConnection | None = None
+        self._publish: AbstractChannel | None = None
+        self._declare: AbstractChannel | None = None
+        self._declare_lock = asyncio.Lock()
+        self._publish_lock = asyncio.Lock()
+        self._dead_letters: AbstractChannel | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.reconnects = 0
+        self.socket: Any = None
+        """The AMQP connection's socket (TCP_NODELAY set)."""
+        """How many times the broker reconnected after losing RabbitMQ (tests read it)."""
+
+    # -- connection -----------------------------------------------------------------------------
+
+    def connection(self) -> AbstractConnection:
+        """The live AMQP connection, or BrokerUnavailable."""
+        if self._connection is None or self._connection.is_closed:
+            raise BrokerUnavailable("RabbitMQ connection lost; reconnecting")
+        return self._connection
+
+    async def start(self) -> None:
+        self._stopping = False
+        try:
+            await self._connect()
+        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+            raise BrokerError(f"cannot connect to {self._shown_url()}: {exc!r}") from exc
+
+    def _shown_url(self) -> str:
+        url = URL(self.options.amqp_url)
+        return str(url.with_password("***")) if url.password else str(url)
+
+    async def _connect(self) -> None:
+        url = URL(self.options.amqp_url).update_query(heartbeat=self.options.heartbeat_seconds)
+        factory = _NoDelayTLS(self) if url.scheme == "amqps" else _NoDelayTCP(self)
+        connection = aio_pika.Connection(url)
+        # aiormq takes a transport factory; aio_pika.connect() would turn it into a URL query.
+        connection.kwargs["transport_factory"] = factory
+        await connection.connect(timeout=10)
+        try:
+            self._publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            self._declare = await connection.channel(publisher_confirms=False)
+            self._dead_letters = await connection.channel(publisher_confirms=False)
+            await self._dead_letters.set_qos(prefetch_count=50)
+            dlx = await self._dead_letters.declare_exchange(
+                self.options.dlx, aio_pika.ExchangeType.FANOUT, durable=True
+            )
+            queue = await self._dead_letters.declare_queue(self.options.dlx, durable=True)
+            await queue.bind(dlx)
+            await queue.consume(self._on_dead_letter, no_ack=False)
+        except BaseException:
+            await connection.close()
+            raise
+        self._connection = connection
+        connection.close_callbacks.add(self._on_connection_closed)
+
+    def _on_connection_closed(self, _sender: Any, exc: BaseException | None = None) -> None:
+        if self._stopping or self._reconnecting is not None:
+            return
+        log.warning("RabbitMQ connection lost (%r); reconnecting", exc)
+        self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        try:
+            while not self._stopping:
+                await asyncio.sleep(self.options.reconnect_delay_seconds)
+                try:
+                    await self._connect()
+                except Exception as exc:
+                    log.info("RabbitMQ not back yet: %r", exc)
+                    continue
+                self.reconnects += 1
+                log.warning(
+                    "RabbitMQ connection restored; re-registering %d sessions", len(self.sessions)
+                )
+                for session in list(self.sessions):
+                    try:
+                        await session.restore()
+                    except Exception:
+                        log.exception("could not restore a session; closing its queues")
+                        for name in list(session.queues):
+                            await session._lose("queue", name)
+                return
+        finally:
+            self._reconnecting = None
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reconnecting
+        for session in list(self.sessions):
+            await session.close()
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None
+
+    async def open_session(self, lost: LostCallback, prefetch: int = 25) -> BrokerSession:
+        session = RabbitSession(self, lost, prefetch)
+        try:
+            await session.open()
+        except _CLOSED as exc:
+            raise BrokerUnavailable(f"RabbitMQ connection lost: {exc!r}") from exc
+        self.sessions.add(session)
+        return session
+
+    # -- declarations (one channel, serialised: a refusal closes it) ----------------------------
+
+    async def _declaring(self, work: Callable[[AbstractChannel], Awaitable[T]]) -> T:
+        async with self._declare_lock:
+            if self._declare is None or self._declare.is_closed:
+                self._declare = await self.connection().channel(publisher_confirms=False)
+            try:
+                return await work(self._declare)
+            except _CLOSED as exc:
+                raise BrokerUnavailable(f"RabbitMQ connection lost: {exc!r}") from exc
+
+    def _queue_arguments(self) -> dict[str, Any]:
+        return {"x-dead-letter-exchange": self.options.dlx}
+
+    async def declare_queue(self, name: str, temporary: bool) -> None:
+        """Declare a named (durable) or temporary (auto-delete) queue with the DLX."""
+
+        async def work(channel: AbstractChannel) -> None:
+            await channel.declare_queue(
+                name,
+                durable=not temporary,
+                auto_delete=temporary,
+                arguments=self._queue_arguments(),
+            )
+
+        try:
+            await self._declaring(work)
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            # It exists with other arguments (declared by something else): use it as it is.
+            async def passive(channel: AbstractChannel) -> None:
+                await channel.declare_queue(name, passive=True)
+
+            try:
+                await self._declaring(passive)
+            except aiormq.exceptions.AMQPError as exc:
+                raise BrokerError(f"queue {name!r} cannot be declared: {exc}") from exc
+        except aiormq.exceptions.ChannelLockedResource as exc:
+            raise BrokerError(f"queue {name!r} is exclusive to another connection") from exc
+        except aiormq.exceptions.AMQPError as exc:
+            raise BrokerError(f"queue {name!r} cannot be declared: {exc}") from exc
+
+    async def declare_exchange(self, name: str, kind: str) -> None:
+        """Declare exchange ``name``; Conflict when it exists with another type."""
+        if kind not in EXCHANGE_TYPES:
+            raise BrokerError(f"unknown exchange type {kind!r}; use one of {EXCHANGE_TYPES}")
+
+        async def work(channel: AbstractChannel) -> None:
+            await channel.declare_exchange(
+                name, aio_pika.ExchangeType(kind), durable=False, auto_delete=False
+            )
+
+        try:
+            await self._declaring(work)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise Conflict(f"exchange {name!r} exists with another type than {kind!r}") from exc
+        except aiormq.exceptions.AMQPError as exc:
+            raise BrokerError(f"exchange {name!r} cannot be declared: {exc}") from exc
+
+    async def bind(self, binding: _Binding) -> None:
+        """Bind a queue to an exchange."""
+
+        async def work(channel: AbstractChannel) -> None:
+            queue = await channel.get_queue(binding.queue, ensure=False)
+            await queue.bind(
+                binding.exchange, binding.routing_key, arguments=binding.arguments or None
+            )
+
+        try:
+            await self._declaring(work)
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            raise NotFound(f"cannot bind: {exc}") from exc
+        except aiormq.exceptions.AMQPError as exc:
+            raise BrokerError(f"cannot bind {binding.queue!r}: {exc}") from exc
+
+    async def queue_exists(self, name: str) -> bool:
+        async def work(channel: AbstractChannel) -> bool:
+            await channel.declare_queue(name, passive=True)
+            return True
+
+        try:
+            return await self._declaring(work)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        except aiormq.exceptions.ChannelLockedResource:
+            return True
+
+    async def delete_queue(self, name: str) -> None:
+        async def work(channel: AbstractChannel) -> None:
+            await channel.queue_delete(name)
+
+        with contextlib.suppress(aiormq.exceptions.ChannelNotFoundEntity):
+            await self._declaring(work)
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    async def _publish_channel(self) -> AbstractChannel:
+        if self._publish is None or self._publish.is_closed:
+            async with self._publish_lock:
+                if self._publish is None or self._publish.is_closed:
+                    self._publish = await self.connection().channel(
+                        publisher_confirms=True, on_return_raises=True
+                    )
+        return self._publish
+
+    async def publish(
+        self,
+        message: OutgoingMessage,
+        *,
+        queue: str = "",
+        exchange: str = "",
+        routing_key: str = "",
+    ) -> bool:
+        amqp = aio_pika.Message(
+            message.body,
+            reply_to=message.reply_to or None,
+            correlation_id=message.correlation_id or None,
+            expiration=(
+                message.expiration_ms / 1000 if message.expiration_ms is not None else None
+            ),
+            headers=dict(message.headers) or None,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            content_type="application/json",
+        )
+        try:
+            channel = await self._publish_channel()
+            if exchange:
+                target = await channel.get_exchange(exchange, ensure=False)
+            else:
+                target = channel.default_exchange
+                routing_key = queue or routing_key
+            await target.publish(amqp, routing_key, mandatory=True)
+            return True
+        except aiormq.exceptions.DeliveryError:
+            await self._timeout(message.body, message.reply_to, message.correlation_id)
+            return False
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            raise NotFound(f"exchange {exchange!r} does not exist") from exc
+        except _CLOSED as exc:
+            raise BrokerUnavailable(f"RabbitMQ connection lost: {exc!r}") from exc
+
+    async def _timeout(self, body: bytes, reply_to: str, correlation_id: str) -> None:
+        """Send the ``timeout`` reply for a request that expired or found no queue."""
+        if not reply_to:
+            return
+        reply = aio_pika.Message(
+            timeout_body(body),
+            correlation_id=correlation_id or None,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            content_type="application/json",
+        )
+        try:
+            channel = await self._publish_channel()
+            await channel.default_exchange.publish(reply, reply_to, mandatory=False)
+        except (aiormq.exceptions.AMQPError, *_CLOSED) as exc:
+            log.info("timeout reply to %s not sent: %r", reply_to, exc)
+
+    async def _on_dead_letter(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await self._timeout(message.body, message.reply_to or "", message.correlation_id or "")
+        finally:
+            with contextlib.suppress(*_CLOSED):
+                await message.ack()
