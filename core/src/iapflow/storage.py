@@ -92,6 +92,22 @@ class Storage(ABC):
         """Apply update operators to the first match; return the document after, or ``None``."""
 
     @abstractmethod
+    async def find_one_and_update(
+        self,
+        collection: str,
+        filter: Filter,
+        update: Mapping[str, Any],
+        *,
+        sort: Sequence[tuple[str, int]],
+    ) -> Document | None:
+        """Atomically apply update operators to the first match in ``sort`` order and return
+        the document after, or ``None`` when nothing matches.
+
+        One step in the store: two concurrent calls never update the same document unless it
+        still matches ``filter`` after the first update (work item pops rely on this).
+        """
+
+    @abstractmethod
     async def update_many(
         self, collection: str, filter: Filter, update: Mapping[str, Any]
     ) -> tuple[int, int]:

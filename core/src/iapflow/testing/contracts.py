@@ -13,6 +13,7 @@ fixture.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import AsyncIterator
@@ -103,6 +104,29 @@ class StorageContract:
         assert await storage.update_many(C, {}, {"$set": {"w": 1}}) == (1, 1)
         assert await storage.delete_one(C, {"_id": "d"}) == 1
         assert await storage.delete_many(C, {}) == 0
+
+    async def test_find_one_and_update_takes_in_sort_order_once(self, storage: Storage) -> None:
+        await storage.insert_many(
+            C, [{"_id": f"w{i}", "state": "new", "priority": i % 3} for i in range(12)]
+        )
+
+        async def take(n: int) -> str | None:
+            doc = await storage.find_one_and_update(
+                C,
+                {"state": "new"},
+                {"$set": {"state": "taken", "by": n}},
+                sort=[("priority", 1), ("_id", 1)],
+            )
+            return None if doc is None else str(doc["_id"])
+
+        first = await take(-1)
+        assert first == "w0"
+        taken = await asyncio.gather(*(take(n) for n in range(15)))
+        got = [t for t in taken if t is not None]
+        assert sorted(got) == sorted(f"w{i}" for i in range(1, 12))
+        assert taken.count(None) == 4
+        after = await storage.find(C, {"_id": "w3"})
+        assert after[0]["state"] == "taken"
 
     async def test_unique_index_raises_duplicate_key(self, storage: Storage) -> None:
         await storage.create_index(C, [("username", 1)], unique=True, sparse=True)

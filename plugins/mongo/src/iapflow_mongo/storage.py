@@ -231,6 +231,24 @@ class MongoStorage(Storage):
             found: Document | None = await self._by_id_or_objectid(run, filter)
             return found
 
+    async def find_one_and_update(
+        self,
+        collection: str,
+        filter: Filter,
+        update: Mapping[str, Any],
+        *,
+        sort: Sequence[tuple[str, int]],
+    ) -> Document | None:
+        """See :meth:`iapflow.storage.Storage.find_one_and_update`."""
+        with map_pymongo_errors():
+            doc: Document | None = await self._c(collection).find_one_and_update(
+                dict(filter),
+                dict(update),
+                sort=list(sort),
+                return_document=ReturnDocument.AFTER,
+            )
+            return doc
+
     async def update_many(
         self, collection: str, filter: Filter, update: Mapping[str, Any]
     ) -> tuple[int, int]:
