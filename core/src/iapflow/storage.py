@@ -31,6 +31,31 @@ class StorageContext:
     """The server's data directory; an embedded store keeps its files below it."""
 
 
+class ResumeTokenLost(StorageError):
+    """A change stream cannot continue from its resume token: the store no longer has that
+    part of its history, so the events in between are gone."""
+
+
+class ChangeStream(AsyncIterator[Document]):
+    """An open change stream (see :meth:`Storage.watch_changes`): iterate it for events."""
+
+    @property
+    @abstractmethod
+    def resume_token(self) -> Any:
+        """Where a new stream continues after everything this one has returned: the last
+        event's ``_id``, or the store's position when it has returned none (``None`` only if
+        the store does not say)."""
+
+    @abstractmethod
+    async def __anext__(self) -> Document:
+        """The next event, waiting as long as it takes; StorageError when the stream broke
+        (open a new one from :attr:`resume_token`)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop the stream; closing twice is fine."""
+
+
 class Storage(ABC):
     """A document store speaking MongoDB's query language."""
 
@@ -157,14 +182,23 @@ class Storage(ABC):
 
     # -- change streams (watches) -----------------------------------------------------------
 
-    def watch_changes(self, resume_after: Any | None = None) -> AsyncIterator[Document]:
-        """Change events of every collection in the database, oldest first.
+    async def watch_changes(self, resume_after: Any | None = None) -> ChangeStream:
+        """Open one change stream over every collection of the database.
 
-        Each event has ``operationType``, ``ns`` (``{"db", "coll"}``), ``documentKey``,
-        ``fullDocument`` (after the change, for inserts, updates and replaces),
-        ``fullDocumentBeforeChange`` (when the store keeps pre-images) and ``_id`` (the
-        resume token). Starting after ``resume_after`` continues an earlier stream with no
-        event lost or repeated. Backends without change streams raise StorageError.
+        Returns once the stream is open, so every change committed from then on is delivered.
+        Events come oldest first. Each has ``_id`` (its resume token), ``operationType``
+        (``insert``, ``update``, ``replace``, ``delete``, and events such as ``drop`` that
+        have no document), ``ns`` (``{"db", "coll"}``) and ``documentKey``; inserts, updates
+        and replaces have ``fullDocument`` (the document as it is when the event is read,
+        ``None`` if it is gone by then); updates have ``updateDescription``; updates, replaces
+        and deletes have ``fullDocumentBeforeChange`` where the store keeps pre-images for the
+        collection (otherwise it is missing or ``None``).
+
+        ``resume_after`` is the :attr:`ChangeStream.resume_token` of an earlier stream: the new
+        one continues right after what that one delivered, with no event lost or repeated,
+        across restarts of the store too. :class:`ResumeTokenLost` when the store no longer
+        reaches back that far; StorageError when the store cannot be reached, or (this
+        default) when the backend has no change streams.
         """
         raise StorageError(f"{type(self).__name__} has no change streams")
 

@@ -14,6 +14,7 @@ fixture.
 from __future__ import annotations
 
 import asyncio
+import asyncio
 import os
 import re
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from iapflow.errors import DuplicateKeyError, InvalidQuery
+from iapflow.errors import DuplicateKeyError, InvalidQuery, StorageError
 from iapflow.files import FileStore
 from iapflow.security.acl import READ, acl_condition
 from iapflow.storage import Storage
@@ -31,6 +32,9 @@ C = "contract"
 
 class StorageContract:
     """What every storage backend must do, as the data layer uses it."""
+
+    supports_change_streams = True
+    """Set to False in a subclass for a backend without change streams (no watches then)."""
 
     async def test_insert_and_find_with_sort_skip_limit_projection(self, storage: Storage) -> None:
         await storage.insert_many(C, [{"_id": f"id{i}", "n": i, "s": "x"} for i in range(5)])
@@ -158,6 +162,44 @@ class StorageContract:
         await storage.drop_collection("made")
         await storage.drop_collection("never-existed")
         assert "made" not in {c["name"] for c in await storage.list_collections()}
+
+    async def test_change_stream_events_and_resume(self, storage: Storage) -> None:
+        if not self.supports_change_streams:
+            with pytest.raises(StorageError):
+                await storage.watch_changes()
+            return
+        stream = await storage.watch_changes()
+        try:
+            await storage.insert_one(C, {"_id": "w", "v": 1})
+            await storage.update_one(C, {"_id": "w"}, {"$set": {"v": 2}})
+            await storage.replace_one(C, {"_id": "w"}, {"_id": "w", "v": 3})
+            await storage.delete_one(C, {"_id": "w"})
+            events = [await asyncio.wait_for(anext(stream), 10) for _ in range(4)]
+            token = stream.resume_token
+        finally:
+            await stream.close()
+        assert [e["operationType"] for e in events] == ["insert", "update", "replace", "delete"]
+        assert all(e["ns"]["coll"] == C and e["documentKey"] == {"_id": "w"} for e in events)
+        assert events[0]["fullDocument"] == {"_id": "w", "v": 1}
+        assert events[1]["updateDescription"]["updatedFields"] == {"v": 2}
+        assert events[2]["fullDocument"] in ({"_id": "w", "v": 3}, None)  # None: gone by then
+        assert "fullDocument" not in events[3] or events[3]["fullDocument"] is None
+        # Written while no stream is open: a stream from the token gets them, and only them.
+        await storage.insert_one(C, {"_id": "x1"})
+        await storage.insert_one(C, {"_id": "x2"})
+        resumed = await storage.watch_changes(token)
+        try:
+            got = [await asyncio.wait_for(anext(resumed), 10) for _ in range(2)]
+            await storage.insert_one(C, {"_id": "x3"})
+            got.append(await asyncio.wait_for(anext(resumed), 10))
+            assert resumed.resume_token is not None
+        finally:
+            await resumed.close()
+        assert [(e["operationType"], e["documentKey"]["_id"]) for e in got] == [
+            ("insert", "x1"),
+            ("insert", "x2"),
+            ("insert", "x3"),
+        ]
 
 
 # -- file stores ---------------------------------------------------------------------------------

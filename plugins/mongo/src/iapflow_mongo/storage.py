@@ -14,7 +14,8 @@ from pymongo import errors as mongo_errors
 
 from iapflow.errors import ConfigError, DuplicateKeyError, InvalidQuery, StorageError
 from iapflow.ids import is_id
-from iapflow.storage import Document, Filter, Storage, StorageContext
+from iapflow.storage import ChangeStream, Document, Filter, Storage, StorageContext
+from iapflow_mongo.changes import open_change_stream
 from iapflow_mongo.embedded import EmbeddedServer
 
 if TYPE_CHECKING:
@@ -279,6 +280,10 @@ class MongoStorage(Storage):
 
         with map_pymongo_errors():
             return int(await self._by_id_or_objectid(run, filter))
+
+    async def watch_changes(self, resume_after: Any | None = None) -> ChangeStream:
+        """See :meth:`iapflow.storage.Storage.watch_changes` and :mod:`iapflow_mongo.changes`."""
+        return await open_change_stream(self.db, resume_after)
 
     async def list_collections(self) -> list[Document]:
         """See :meth:`iapflow.storage.Storage.list_collections`."""
