@@ -63,15 +63,24 @@ def _alive(pid: int) -> bool:
 
 
 class EmbeddedServer:
-    """Starts and stops one ``secantusd-py`` process."""
+    """Starts and stops one ``secantusd-py`` process.
+
+    ``port`` fixes the port across restarts (clients then reconnect by themselves); by default
+    each start picks a free one.
+    """
 
     def __init__(
-        self, storage_path: str, sync_on_commit: bool = True, cache_size: str = "256M"
+        self,
+        storage_path: str,
+        sync_on_commit: bool = True,
+        cache_size: str = "256M",
+        port: int = 0,
     ) -> None:
         self.storage_path = storage_path
         self.sync_on_commit = sync_on_commit
         self.cache_size = cache_size
-        self.port = 0
+        self.fixed_port = port  # listen here on every start; 0 = a free port each time
+        self.port = port
         self.process: subprocess.Popen[bytes] | None = None
         self._log: Path | None = None
 
@@ -121,7 +130,7 @@ class EmbeddedServer:
             Path(self.storage_path).mkdir(parents=True, exist_ok=True)
             self._log = Path(self.storage_path) / "embedded.log"
         self._reap_survivor()
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         command = [
             executable,
             "--host",
