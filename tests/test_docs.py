@@ -23,6 +23,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "websocket": config.WebsocketConfig,
     "query": config.QueryConfig,
     "files": config.FilesConfig,
+    "queues": config.QueuesConfig,
     "plugins": config.PluginsConfig,
 }
 
@@ -68,7 +69,7 @@ def test_every_hookspec_documents_its_arguments_and_return(name: str) -> None:
 
 def _fields() -> list[tuple[str, str]]:
     found = [(section, key) for section, model in SECTIONS.items() for key in model.model_fields]
-    return [*found, ("storage", "backend")]
+    return [*found, ("storage", "backend"), ("messaging", "backend")]
 
 
 @pytest.mark.parametrize(("section", "key"), _fields())
@@ -103,7 +104,8 @@ def _table_rows(text: str, heading: str) -> dict[str, list[str]]:
 def test_configuration_md_states_the_real_default(section: str, key: str) -> None:
     rows = _table_rows(_doc("configuration.md"), f"## `[{section}]`")
     assert key in rows, f"no table row for {section}.{key} under ## `[{section}]`"
-    model = config.StorageConfig if section == "storage" else SECTIONS[section]
+    backends = {"storage": config.StorageConfig, "messaging": config.MessagingConfig}
+    model = backends.get(section) or SECTIONS[section]
     field = model.model_fields[key]
     default = field.get_default(call_default_factory=True)
     assert rows[key][1] == f"`{_toml(default)}`", f"default of {section}.{key} is {default!r}"
