@@ -14,7 +14,6 @@ fixture.
 from __future__ import annotations
 
 import asyncio
-import asyncio
 import os
 import re
 from collections.abc import AsyncIterator
