@@ -34,7 +34,7 @@ async def test_reply_echoes_request_without_secrets_and_advertises_package_size(
     assert reply["clientagent"] == "pytest"  # the request is echoed
     assert "password" not in reply
     assert reply["websocket_package_size"] == 25000
-    assert reply["supports_watch"] is False  # until watch exists
+    assert reply["supports_watch"] is True  # the watch plugin is loaded
     assert set(reply["user"]) >= {"_id", "name", "username", "roles"}
     assert {"_id": "5a17f157c4815318c8536c21", "name": "users"} in reply["user"]["roles"]
 

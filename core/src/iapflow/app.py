@@ -38,7 +38,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> Starlette:
             {
                 "version": __version__,
                 "websocket_package_size": config.websocket.package_size,
-                "supports_watch": False,
+                "supports_watch": platform.dispatcher.commands.get("watch") is not None,
                 "protocols": {"json": list(JSON_PATHS)},
             }
         )

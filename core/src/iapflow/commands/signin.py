@@ -27,7 +27,7 @@ async def signin(request: Request) -> dict[str, Any]:
     return {
         "jwt": result.jwt,
         "user": result.principal.token_user(),
-        "supports_watch": False,
+        "supports_watch": platform.dispatcher.commands.get("watch") is not None,
         "websocket_package_size": platform.config.websocket.package_size,
         "openflow_uniqueid": request.session.id if request.session else "",
         "enable_analytics": False,
