@@ -41,6 +41,7 @@ DEFAULT_PLUGINS = (
     "iapflow.commands.watch",
     "iapflow.commands.queues",
     "iapflow.commands.files",
+    "iapflow.commands.workitems",
 )
 
 # First-party backend names and the distribution that provides each, for install hints.
