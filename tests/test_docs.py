@@ -24,6 +24,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "query": config.QueryConfig,
     "files": config.FilesConfig,
     "queues": config.QueuesConfig,
+    "history": config.HistoryConfig,
     "plugins": config.PluginsConfig,
 }
 

@@ -16,6 +16,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from iapflow.data.history import DEFAULT_SKIP_COLLECTIONS
 from iapflow.errors import ConfigError
 
 ENV_PREFIX = "IAPFLOW_"
@@ -121,6 +122,13 @@ class FilesConfig(_Section):
     max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
 
 
+class HistoryConfig(_Section):
+    """``[history]``: versions of documents in ``<collection>_hist`` (docs/history.md)."""
+
+    snapshot_every: int = Field(1000, ge=1)
+    skip_collections: list[str] = Field(default_factory=lambda: list(DEFAULT_SKIP_COLLECTIONS))
+
+
 class PluginsConfig(_Section):
     """``[plugins]``: ``blocked`` names installed plugins that must not load."""
 
@@ -139,6 +147,7 @@ class Config(_Section):
     messaging: MessagingConfig = Field(default_factory=MessagingConfig)
     queues: QueuesConfig = Field(default_factory=QueuesConfig)
     files: FilesConfig = Field(default_factory=FilesConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
 
     @property

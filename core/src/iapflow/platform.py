@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from iapflow.auth.service import AuthService
 from iapflow.auth.tokens import TokenService, load_secret
 from iapflow.config import Config
+from iapflow.data.history import History
 from iapflow.data.layer import DataLayer
 from iapflow.dispatch import Dispatcher
 from iapflow.errors import StartupError, StorageError
@@ -120,6 +121,11 @@ class Platform:
                 on_change=self._document_changed,
                 resolve_principal=self.auth.principal_ids,
                 role_name=self.auth.roles.name_of,
+                history=History(
+                    self.storage,
+                    snapshot_every=self.config.history.snapshot_every,
+                    skip_collections=self.config.history.skip_collections,
+                ),
             )
             self._dispatcher = Dispatcher(self, self.plugins.commands())
             try:

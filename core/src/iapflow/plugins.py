@@ -38,6 +38,7 @@ DEFAULT_PLUGINS = (
     "iapflow.commands.signin",
     "iapflow.commands.documents",
     "iapflow.commands.collections",
+    "iapflow.commands.history",
     "iapflow.commands.watch",
     "iapflow.commands.queues",
     "iapflow.commands.files",

@@ -1,7 +1,8 @@
 """The secure data layer: the only code that talks to storage.
 
 Every read, update and delete is narrowed by the caller's ACL filter; every write sets the
-system fields (``_type``, ``_created*``, ``_modified*``, ``_version``) and a clean ``_acl``.
+system fields (``_type``, ``_created*``, ``_modified*``, ``_version``) and a clean ``_acl``,
+and every change is recorded in ``<collection>_hist`` (:mod:`iapflow.data.history`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 from iapflow import wellknown
 from iapflow.data import users
+from iapflow.data.delta import same
+from iapflow.data.history import BATCH, Change, History, history_collection, version_of
 from iapflow.data.pipeline import PipelineSecurer, parse_pipeline
 from iapflow.data.query import collection_name, guard, guard_secret_holder, updated_fields
 from iapflow.errors import AccessDenied, ApiError, DuplicateKeyError, StorageError
@@ -62,6 +65,10 @@ SYSTEM_FIELDS = (
     "_version",
 )
 _REPLACE_RETRIES = 5
+# Operator updates ($inc counters...) meet more contention: each retry is one cheap read.
+_UPDATE_RETRIES = 50
+# Fields every write sets; a change of nothing else is no change.
+_WRITE_STAMP = ("_modified", "_modifiedby", "_modifiedbyid", "_version")
 
 ChangeObserver = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 PrincipalResolver = Callable[[str], Awaitable[list[str] | None]]
@@ -79,8 +86,10 @@ class DataLayer:
         on_change: ChangeObserver,
         resolve_principal: PrincipalResolver,
         role_name: Callable[[str], Awaitable[str | None]],
+        history: History | None = None,
     ) -> None:
         self.storage = storage
+        self.history = history or History(storage)
         self._rounds = bcrypt_rounds
         self._on_users_changed = on_users_changed
         self._on_change = on_change
@@ -216,9 +225,11 @@ class DataLayer:
         self, principal: Principal, collection: str, item: Any
     ) -> dict[str, Any]:
         _check_writable(collection)
+        _check_history_write(principal, collection)
         if not isinstance(item, dict):
             raise ApiError("item must be an object")
         doc = dict(item)
+        doc.pop("_updatereason", None)
         self._check_keys(doc)
         if "_id" in doc:
             if not isinstance(doc["_id"], str) or not doc["_id"] or len(doc["_id"]) > 256:
@@ -303,9 +314,12 @@ class DataLayer:
     async def replace(self, principal: Principal, collection: str, item: Any) -> Document:
         """Replace a whole document (``updateone`` without ``query``), keeping system fields."""
         _check_writable(collection)
+        _check_history_write(principal, collection)
         if not isinstance(item, dict) or not isinstance(item.get("_id"), str):
             raise ApiError("item must be an object with the _id of the document to update")
         self._check_keys(item)
+        item = dict(item)
+        reason = _reason(item.pop("_updatereason", None))
         for _attempt in range(_REPLACE_RETRIES):
             original = await self.storage.find_one(
                 collection, self._filter(principal, collection, UPDATE, {"_id": item["_id"]})
@@ -317,6 +331,7 @@ class DataLayer:
                 return self._scrub(collection, original)
             matched = await self._replace_if_unchanged(collection, original, new)
             if matched:
+                await self.history.record_changes(collection, [Change(original, new, reason)])
                 await self._changed(collection, "update", new)
                 return self._scrub(collection, dict(new))
         raise ApiError(f"item {item['_id']} kept changing while it was being updated; try again")
@@ -341,6 +356,7 @@ class DataLayer:
                 item[key] = value
         for key in [k for k, v in item.items() if k.startswith("_") and v is None]:
             del item[key]
+        item.pop("_updatereason", None)
         for key in ("_id", "_created", "_createdby", "_createdbyid", "_version"):
             if key in original:
                 item[key] = original[key]
@@ -360,9 +376,7 @@ class DataLayer:
             and item["_id"] != principal.id
         ):
             raise AccessDenied("the new _acl would take away your own update right")
-        unchanged = {k: v for k, v in original.items() if not k.startswith("_modified")}
-        candidate = {k: v for k, v in item.items() if not k.startswith("_modified")}
-        if unchanged == candidate:
+        if same(_content(original), _content(item)):
             return None
         item["_version"] = int(original.get("_version", 0)) + 1
         item.update(_modified=utcnow(), _modifiedby=principal.name, _modifiedbyid=principal.id)
@@ -370,8 +384,10 @@ class DataLayer:
 
     def _operator_update(
         self, principal: Principal, collection: str, update: Any
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], str | None]:
+        """The update operators to run (with the system fields) and the ``_updatereason``."""
         _check_writable(collection)
+        _check_history_write(principal, collection)
         if isinstance(update, list):
             raise ApiError("pipeline-style updates are not supported; use update operators")
         if not isinstance(update, dict) or not update:
@@ -391,44 +407,129 @@ class DataLayer:
         if collection == users.COLLECTION:
             users.check_operator_update(principal, update)
         final = {op: dict(fields) for op, fields in update.items()}
+        reason = _reason(final.get("$set", {}).pop("_updatereason", None))
         final.setdefault("$set", {}).update(
             _modified=utcnow(), _modifiedby=principal.name, _modifiedbyid=principal.id
         )
         final.setdefault("$inc", {})["_version"] = 1
-        return final
+        return final, reason
+
+    async def _apply_update(
+        self, collection: str, selector: dict[str, Any], update: dict[str, Any]
+    ) -> Document | None:
+        try:
+            return await self.storage.update_one(collection, selector, update)
+        except DuplicateKeyError as exc:
+            raise ApiError(f"duplicate key: {exc}") from None
+
+    async def _settle(
+        self, collection: str, before: Document, after: Document, reason: str | None
+    ) -> bool:
+        """Record an operator update of ``before`` into ``after``. An update that changed
+        nothing but the version is taken back (``False``): no new version, no history."""
+        if version_of(after) == version_of(before) + 1 and same(_content(before), _content(after)):
+            undo = {"_id": after["_id"], "_version": after.get("_version")}
+            if await self.storage.replace_one(collection, undo, before):
+                return False
+        await self.history.record_changes(collection, [Change(before, after, reason)])
+        return True
 
     async def update_one(
         self, principal: Principal, collection: str, query: dict[str, Any], update: Any
     ) -> Document | None:
-        """Apply update operators to the first document matching ``query`` the caller may update."""
+        """Apply update operators to the first document matching ``query`` the caller may update.
+
+        In a collection with history, the document is read first and updated only if it is
+        still that version, so the history records exactly this change; an update that
+        changes nothing is taken back and the unchanged document returned.
+        """
         self._check_filter(principal, collection, query)
-        final = self._operator_update(principal, collection, update)
-        try:
-            doc = await self.storage.update_one(
-                collection, self._filter(principal, collection, UPDATE, query), final
+        final, reason = self._operator_update(principal, collection, update)
+        selector = self._filter(principal, collection, UPDATE, query)
+        if not self.history.tracked(collection):
+            doc = await self._apply_update(collection, selector, final)
+            if doc is not None:
+                await self._changed(collection, "update", doc)
+                doc = self._scrub(collection, doc)
+            return doc
+        for _attempt in range(_UPDATE_RETRIES):
+            before = await self.storage.find_one(collection, selector)
+            if before is None:
+                return None
+            after = await self._apply_update(
+                collection, fold(selector, _version_guard(before)), final
             )
-        except DuplicateKeyError as exc:
-            raise ApiError(f"duplicate key: {exc}") from None
-        if doc is not None:
-            await self._changed(collection, "update", doc)
-            doc = self._scrub(collection, doc)
-        return doc
+            if after is None:
+                continue  # changed by someone else in between: read it again
+            if not await self._settle(collection, before, after, reason):
+                return self._scrub(collection, before)
+            await self._changed(collection, "update", after)
+            return self._scrub(collection, after)
+        raise ApiError("the document kept changing while it was being updated; try again")
 
     async def update_many(
         self, principal: Principal, collection: str, query: dict[str, Any], update: Any
     ) -> tuple[int, int]:
-        """Apply update operators to every matching document the caller may update."""
+        """Apply update operators to every matching document the caller may update.
+
+        In a collection with history, the matches are updated :data:`BATCH` at a time, each
+        batch read before and after so that every changed document gets its history record;
+        documents the update did not change are taken back and not counted as modified.
+        """
         self._check_filter(principal, collection, query)
-        final = self._operator_update(principal, collection, update)
-        try:
-            counts = await self.storage.update_many(
-                collection, self._filter(principal, collection, UPDATE, query), final
-            )
-        except DuplicateKeyError as exc:
-            raise ApiError(f"duplicate key: {exc}") from None
+        final, reason = self._operator_update(principal, collection, update)
+        selector = self._filter(principal, collection, UPDATE, query)
+        if not self.history.tracked(collection):
+            try:
+                counts = await self.storage.update_many(collection, selector, final)
+            except DuplicateKeyError as exc:
+                raise ApiError(f"duplicate key: {exc}") from None
+        else:
+            counts = await self._update_tracked(collection, selector, final, reason)
         if collection == users.COLLECTION:
             self._on_users_changed()
         return counts
+
+    async def _update_tracked(
+        self,
+        collection: str,
+        selector: dict[str, Any],
+        update: dict[str, Any],
+        reason: str | None,
+    ) -> tuple[int, int]:
+        found = await self.storage.find(collection, selector, projection={"_id": 1})
+        ids = [d["_id"] for d in found]
+        matched = modified = 0
+        for start in range(0, len(ids), BATCH):
+            chunk = ids[start : start + BATCH]
+            befores = await self.storage.find(collection, fold(selector, {"_id": {"$in": chunk}}))
+            if not befores:
+                continue
+            by_id = {_key(b["_id"]): b for b in befores}
+            exact = fold(selector, {"_id": {"$in": [b["_id"] for b in befores]}})
+            try:
+                count, _ = await self.storage.update_many(collection, exact, update)
+            except DuplicateKeyError as exc:
+                raise ApiError(f"duplicate key: {exc}") from None
+            matched += count
+            afters = await self.storage.find(
+                collection, {"_id": {"$in": [b["_id"] for b in befores]}}
+            )
+            changes = []
+            for after in afters:
+                before = by_id.get(_key(after["_id"]))
+                if before is None or version_of(after) == version_of(before):
+                    continue  # not matched any more when the update ran
+                if version_of(after) == version_of(before) + 1 and same(
+                    _content(before), _content(after)
+                ):
+                    undo = {"_id": after["_id"], "_version": after.get("_version")}
+                    if await self.storage.replace_one(collection, undo, before):
+                        continue
+                changes.append(Change(before, after, reason))
+            modified += len(changes)
+            await self.history.record_changes(collection, changes)
+        return matched, modified
 
     async def insert_or_update(
         self, principal: Principal, collection: str, item: Any, uniqeness: Any
@@ -462,6 +563,7 @@ class DataLayer:
         self, principal: Principal, collection: str, query: dict[str, Any]
     ) -> dict[str, Any]:
         _check_writable(collection, delete=True)
+        _check_history_write(principal, collection)
         final = self._filter(principal, collection, DELETE, query)
         if collection == users.COLLECTION:
             protected = sorted(wellknown.WELLKNOWN_IDS | {principal.id})
@@ -483,6 +585,7 @@ class DataLayer:
             else {"_id": doc_id},
         )
         if deleted:
+            await self.history.record_deletes(collection, [doc], principal.name, principal.id)
             await self._changed(collection, "delete", doc)
         return deleted
 
@@ -491,12 +594,37 @@ class DataLayer:
     ) -> int:
         """Delete every matching document the caller has delete right on."""
         self._check_filter(principal, collection, query)
-        deleted = await self.storage.delete_many(
-            collection, self._delete_filter(principal, collection, query)
-        )
+        final = self._delete_filter(principal, collection, query)
+        if self.history.tracked(collection):
+            deleted = await self._delete_tracked(principal, collection, final)
+        else:
+            deleted = await self.storage.delete_many(collection, final)
         if collection == users.COLLECTION:
             self._on_users_changed()
         return deleted
+
+    async def _delete_tracked(
+        self, principal: Principal, collection: str, final: dict[str, Any]
+    ) -> int:
+        """Delete :data:`BATCH` documents at a time, keeping a copy of each in the history."""
+        total = 0
+        while True:
+            batch = await self.storage.find(collection, final, limit=BATCH)
+            if not batch:
+                return total
+            ids = [d["_id"] for d in batch]
+            deleted = await self.storage.delete_many(collection, fold(final, {"_id": {"$in": ids}}))
+            gone = batch
+            if deleted != len(batch):
+                left = await self.storage.find(
+                    collection, {"_id": {"$in": ids}}, projection={"_id": 1}
+                )
+                kept = {_key(d["_id"]) for d in left}
+                gone = [d for d in batch if _key(d["_id"]) not in kept]
+            await self.history.record_deletes(collection, gone, principal.name, principal.id)
+            total += deleted
+            if deleted == 0 or len(batch) < BATCH:
+                return total
 
     # -- collections ----------------------------------------------------------------------------
 
@@ -531,7 +659,103 @@ class DataLayer:
         """Drop a collection and its history (admins; reserved names refused)."""
         self._check_admin_collection(principal, name, "drop")
         await self.storage.drop_collection(name)
-        await self.storage.drop_collection(name + "_hist")
+        await self.storage.drop_collection(history_collection(name))
+        self.history.forget(name)
+
+    # -- history --------------------------------------------------------------------------------
+
+    async def document_version(
+        self, principal: Principal, collection: str, doc_id: Any, version: int
+    ) -> Document:
+        """The document ``doc_id`` as it was at ``version``. Needs read right on the current
+        document or, when it was deleted, on its deleted copy."""
+        if not isinstance(doc_id, str) or not doc_id:
+            raise ApiError("id of the document is required")
+        current = await self.get(principal, collection, doc_id)
+        if current is not None:
+            last, created = version_of(current), current.get("_created")
+            if version == last:
+                return current
+        else:
+            deleted = await self._deleted_copy(principal, collection, doc_id, READ)
+            if deleted is None:
+                raise ApiError(
+                    f"document {doc_id} not found in {collection}, or you lack read right on it"
+                )
+            last, created = version_of(deleted), deleted.get("_created")
+        if version > last:
+            raise ApiError(f"version {version} of {doc_id} does not exist; the last is {last}")
+        if not self.history.tracked(collection):
+            raise ApiError(f"{collection} keeps no history, so only the current version exists")
+        rebuilt = await self.history.rebuild(collection, doc_id, created, version)
+        return self._scrub(collection, rebuilt)
+
+    async def _deleted_copy(
+        self,
+        principal: Principal,
+        collection: str,
+        doc_id: str,
+        rights: int,
+        restorable: bool = False,
+    ) -> Document | None:
+        query: dict[str, Any] = {"id": doc_id, "_deleted": {"$exists": True}}
+        if restorable:
+            query["_restored"] = {"$exists": False}
+        hist = history_collection(collection)
+        return await self.history.last_deleted(
+            collection, self._filter(principal, hist, rights, query)
+        )
+
+    async def deleted_documents(
+        self, principal: Principal, collection: str, *, top: int, skip: int
+    ) -> list[Document]:
+        """Deleted documents of ``collection`` not restored since, whose deleted copy the
+        caller may read, newest deletion first; each with ``_deleted``, ``_deletedby``,
+        ``_deletedbyid``."""
+        query = {"_deleted": {"$exists": True}, "_restored": {"$exists": False}}
+        final = self._filter(principal, history_collection(collection), READ, query)
+        records = await self.history.deleted(collection, final, top=top, skip=skip)
+        result = []
+        for record in records:
+            item = record.get("item")
+            if isinstance(item, dict):
+                stamp = {k: record.get(k) for k in ("_deleted", "_deletedby", "_deletedbyid")}
+                result.append(self._scrub(collection, {**item, **stamp}))
+        return result
+
+    async def restore(self, principal: Principal, collection: str, doc_id: Any) -> Document:
+        """Put a deleted document back, with its ACL, as a new version. Needs update or delete
+        right on the deleted copy."""
+        if not isinstance(doc_id, str) or not doc_id:
+            raise ApiError("id of the deleted document is required")
+        _check_writable(collection)
+        _check_history_write(principal, collection)
+        record = await self._deleted_copy(principal, collection, doc_id, READ, restorable=True)
+        item = None if record is None else record.get("item")
+        if record is None or not isinstance(item, dict):
+            raise ApiError(f"no deleted document {doc_id} in {collection} that you may read")
+        if not (has_right(principal, record, UPDATE) or has_right(principal, record, DELETE)):
+            raise AccessDenied(
+                f"restoring {doc_id} needs update or delete right on the deleted document"
+            )
+        is_user = collection == users.COLLECTION and item.get("_type") == "user"
+        if is_user and not principal.is_admin:
+            raise AccessDenied("only admins can restore users")
+        doc = dict(item)
+        doc.update(
+            _version=version_of(item) + 1,
+            _modified=utcnow(),
+            _modifiedby=principal.name,
+            _modifiedbyid=principal.id,
+        )
+        try:
+            await self.storage.insert_one(collection, doc)
+        except DuplicateKeyError as exc:
+            raise ApiError(f"cannot restore {doc_id}: duplicate key: {exc}") from None
+        await self.history.record_changes(collection, [Change(item, doc, "restored")])
+        await self.history.mark_restored(collection, record["_id"], principal.name, principal.id)
+        await self._changed(collection, "insert", doc)
+        return self._scrub(collection, dict(doc))
 
     # -- notifications --------------------------------------------------------------------------
 
@@ -553,6 +777,36 @@ def _uniqueness_fields(value: Any) -> list[str]:
     if not fields or any(f.startswith("$") for f in fields):
         raise ApiError("uniqeness must name one or more fields")
     return fields
+
+
+def _reason(value: Any) -> str | None:
+    """``_updatereason`` as it goes into the history record."""
+    if value is None or value == "":
+        return None
+    return str(value)[:1000]
+
+
+def _content(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``doc`` without the fields every write sets."""
+    return {k: v for k, v in doc.items() if k not in _WRITE_STAMP}
+
+
+def _version_guard(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A filter that matches ``doc`` only while it is still that version."""
+    if "_version" in doc:
+        return {"_id": doc["_id"], "_version": doc["_version"]}
+    return {"_id": doc["_id"], "_version": {"$exists": False}}
+
+
+def _key(value: Any) -> Any:
+    """A hashable key for a document id (ids are strings, or ObjectIds from older data)."""
+    return value if isinstance(value, str) else (type(value).__name__, str(value))
+
+
+def _check_history_write(principal: Principal, collection: str) -> None:
+    """History is written by the server: only admins may change it (to import or prune)."""
+    if collection.endswith("_hist") and not principal.is_admin:
+        raise AccessDenied(f"{collection} is history, written by the server; it cannot be changed")
 
 
 def _check_writable(collection: str, delete: bool = False) -> None:
