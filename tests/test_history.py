@@ -6,11 +6,13 @@ versions, skipped collections, password hashes kept out, and bad input refused c
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
 
 from iapflow.testing import JsonClient, ReplyError
 
@@ -362,6 +364,56 @@ async def test_history_collections_cannot_be_written_by_users(make_user: MakeUse
         with pytest.raises(ReplyError, match="history, written by the server"):
             await alice.call(command, collectionname=C + "_hist", **data)
     assert (await version(alice, doc["_id"], 0))["name"] == "x"
+
+
+async def test_history_imported_from_openflow_restarts_from_a_snapshot(
+    admin: JsonClient, mongo_storage: dict[str, str]
+) -> None:
+    # A document at version 2 with OpenFlow's history: a copy of version 0, jsondiffpatch deltas.
+    created = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
+    doc = {"_id": "from-openflow", "name": "c", "_type": "test", "_version": 2}
+    doc.update(_created=created, _modified=created, _acl=[])
+    records = [
+        {
+            "_id": "r0",
+            "id": doc["_id"],
+            "_version": 0,
+            "_created": created,
+            "item": {**doc, "name": "a", "_version": 0},
+        },
+        {
+            "_id": "r1",
+            "id": doc["_id"],
+            "_version": 1,
+            "_created": created,
+            "delta": {"name": ["a", "b"]},
+        },
+        {
+            "_id": "r2",
+            "id": doc["_id"],
+            "_version": 2,
+            "_created": created,
+            "delta": {"name": ["b", "c"]},
+        },
+    ]
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_storage["url"])
+    try:
+        database = client[mongo_storage["database"]]
+        await database[C].insert_one(doc)
+        await database[C + "_hist"].insert_many(records)
+    finally:
+        await client.close()
+    assert (await version(admin, doc["_id"], 0))["name"] == "a"
+    with pytest.raises(ReplyError, match="delta in another format"):
+        await version(admin, doc["_id"], 1)
+    await admin.call(
+        "updateone", collectionname=C, query={"_id": doc["_id"]}, item={"$set": {"name": "d"}}
+    )
+    await admin.call(
+        "updateone", collectionname=C, query={"_id": doc["_id"]}, item={"$set": {"name": "e"}}
+    )
+    assert [(await version(admin, doc["_id"], n))["name"] for n in (0, 2, 3, 4)] == list("acde")
+    assert (await version(admin, doc["_id"], 2))["_modified"] == "2024-05-01T12:00:00.000Z"
 
 
 async def test_history_index_is_ensured(admin: JsonClient) -> None:

@@ -176,14 +176,16 @@ class History:
             log.warning("could not write history of %s %s: %s", collection, ids, exc)
 
     async def _recorded(self, collection: str, docs: Sequence[Document]) -> set[tuple[str, int]]:
-        """Which of ``docs`` already have a record of their current version (same lifetime)."""
+        """Which of ``docs`` already have a record of their current version (same lifetime)
+        that iapflow can build on: a snapshot or one of its own deltas (not a delta imported
+        from OpenFlow, whose format it cannot apply)."""
         ids = sorted({str(d.get("_id")) for d in docs})
         versions = sorted({version_of(d) for d in docs})
         try:
             found = await self.storage.find(
                 history_collection(collection),
                 {"id": {"$in": ids}, "_version": {"$in": versions}},
-                projection={"id": 1, "_version": 1, "_created": 1},
+                projection={"id": 1, "_version": 1, "_created": 1, "delta": 1},
             )
         except StorageError as exc:
             log.warning("could not read history of %s: %s", collection, exc)
@@ -194,6 +196,7 @@ class History:
             for r in found
             if (str(r.get("id")), version_of(r)) in created
             and created[(str(r.get("id")), version_of(r))] == r.get("_created")
+            and isinstance(r.get("delta", []), list)
         }
 
     async def record_changes(self, collection: str, changes: Sequence[Change]) -> None:
