@@ -336,12 +336,17 @@ class WatchHub:
         sessions: dict[str, list[Watch]] = {}
         for watch in watches.values():
             sessions.setdefault(watch.session.id, []).append(watch)
+        allowed: dict[str, bool] = {}  # per user: connections of one user share the answer
         for session_watches in sessions.values():
             session = session_watches[0].session
             principal = session.principal
             if principal is None:
                 continue
-            if not await self._may_read(principal, collection, operation, known):
+            may_read = allowed.get(principal.id)
+            if may_read is None:
+                may_read = await self._may_read(principal, collection, operation, known)
+                allowed[principal.id] = may_read
+            if not may_read:
                 continue
             for watch in session_watches:
                 if principal.id != watch.owner:
