@@ -24,11 +24,9 @@ from iapflow import hookimpl, jsonutil
 from iapflow.data.files import (
     FileNotFound,
     FileTooLarge,
+    base64_content,
     check_filename,
-    decode_base64,
     deflate,
-    inflate,
-    pieces,
     secure_files,
 )
 from iapflow.dispatch import Request
@@ -52,13 +50,7 @@ async def savefile(request: Request) -> dict[str, Any]:
     data = request.data
     files = secure_files(request.platform)
     check_filename(data.get("filename"))
-    limit = files.max_bytes
-    if data.get("compressed") in _TRUE:
-        # Deflate can grow incompressible data a little; the limit applies to the inflated bytes.
-        packed = decode_base64(data.get("file"), limit, limit // 100 + 1024)
-        chunks = pieces(inflate(packed, limit))
-    else:
-        chunks = pieces(decode_base64(data.get("file"), limit))
+    chunks = base64_content(data.get("file"), data.get("compressed") in _TRUE, files.max_bytes)
     document = await files.save(
         request.user,
         chunks,

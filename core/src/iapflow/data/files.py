@@ -422,6 +422,16 @@ def _inflated(decompressor: Any, first: bytes, rest: bytes, limit: int) -> Itera
         raise ApiError("file's compressed data is cut short")
 
 
+def base64_content(text: Any, compressed: bool, limit: int) -> AsyncIterator[bytes]:
+    """A ``file`` field (base64, zlib/deflate data when ``compressed``) as the pieces
+    :meth:`SecureFiles.save` takes; bad base64, bad deflate data and a file over ``limit``
+    (counted after inflating) are ApiErrors."""
+    if compressed:
+        # Deflate can grow incompressible data a little; the limit is on the inflated bytes.
+        return pieces(inflate(decode_base64(text, limit, limit // 100 + 1024), limit))
+    return pieces(decode_base64(text, limit))
+
+
 def deflate(data: bytes) -> bytes:
     """``data`` zlib-compressed, as ``pako.inflate`` and ``zlib.decompress`` read it."""
     return zlib.compress(data, 6)
