@@ -211,6 +211,22 @@ async def test_deletes_of_documents_older_than_the_stream_use_pre_images_where_k
     ]
 
 
+async def test_only_watched_collections_are_remembered_for_deletes(
+    admin: JsonClient, kept: _KeepPlatform
+) -> None:
+    hub = hub_for(kept.platform)
+    await watch(admin)
+    await admin.call("insertone", collectionname="unwatched", item={"_id": "u"})
+    await admin.call("insertone", collectionname=C, item={"_id": "w"})
+    await seen_by_admin(admin, "insert", "w")
+    await admin.call("updateone", collectionname=C, query={"_id": "w"}, item={"$set": {"n": 1}})
+    await seen_by_admin(admin, "update", "w")  # this update also wrote watched_hist
+    assert hub.last_versions.keys() == [(C, "w")]
+    await admin.call("deleteone", collectionname=C, id="w")
+    await seen_by_admin(admin, "delete", "w")
+    assert len(hub.last_versions) == 0
+
+
 async def test_users_events_never_carry_passwordhash(
     admin: JsonClient, alice: JsonClient, bob: JsonClient, mongo_storage: dict[str, Any]
 ) -> None:

@@ -10,9 +10,9 @@ never holds up the stream or the others.
 Which version of a document an event is checked against: the document after the change for
 inserts, updates and replaces; for deletes (and for updates whose document was gone by the time
 the stream read them) the store's pre-image when the collection keeps them
-(``changeStreamPreAndPostImages``), else the last version this hub saw go through the stream
-(a bounded memory of recently changed documents), else nothing: then only admins get the
-event.
+(``changeStreamPreAndPostImages``), else the last version this hub saw change while the
+collection was watched (a bounded memory of recently changed documents), else nothing: then
+only admins get the event.
 
 When the stream breaks (the store restarted, the network failed), the hub opens a new one
 after the last event it handled, retrying with a growing delay and logging each failure, so
@@ -50,6 +50,8 @@ DOCUMENT_OPERATIONS = frozenset({"insert", "update", "replace", "delete"})
 PUBLIC_FIELDS = ("operationType", "ns", "documentKey", "fullDocument", "updateDescription")
 SECRET_FIELD = "passwordhash"
 MAX_WATCHES_PER_CONNECTION = 256
+# Never kept as "last versions": file bytes (large, no ACL) and history (insert-only).
+UNREMEMBERED_SUFFIXES = (".chunks", "_hist")
 
 
 @dataclass(eq=False)
@@ -85,6 +87,10 @@ class LastVersions:
     def forget(self, key: tuple[str, str]) -> Mapping[str, Any] | None:
         """Drop and return the remembered version."""
         return self._docs.pop(key, None)
+
+    def keys(self) -> list[tuple[str, str]]:
+        """``(collection, id)`` of every remembered document, oldest first."""
+        return list(self._docs)
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -302,13 +308,16 @@ class WatchHub:
 
     # -- delivery -------------------------------------------------------------------------------
 
-    def _known_version(self, operation: str, key: tuple[str, str], event: Mapping[str, Any]) -> Any:
+    def _known_version(
+        self, operation: str, key: tuple[str, str], event: Mapping[str, Any], remember: bool
+    ) -> Any:
         """The version of the document this event is checked against (see the module doc)."""
         current = event.get("fullDocument")
         before = event.get("fullDocumentBeforeChange")
         if operation in ("insert", "update", "replace"):
             if isinstance(current, Mapping):
-                self.last_versions.remember(key, current)
+                if remember:
+                    self.last_versions.remember(key, current)
                 return current
             return before if isinstance(before, Mapping) else self.last_versions.get(key)
         if operation == "delete":
@@ -326,8 +335,9 @@ class WatchHub:
         if not isinstance(document_key, Mapping):
             document_key = {}
         key = (collection, str(document_key.get("_id")))
-        known = self._known_version(operation, key, event)
         watches = self._by_collection.get(collection)
+        remember = bool(watches) and not collection.endswith(UNREMEMBERED_SUFFIXES)
+        known = self._known_version(operation, key, event, remember)
         if not watches:
             return
         result = public_event(collection, event)
