@@ -397,6 +397,16 @@ async def test_signing_in_as_someone_else_stops_the_earlier_users_watches(
     assert await drain(alice) == []
 
 
+async def test_answers_to_watchevent_pushes_are_ignored(admin: JsonClient) -> None:
+    await watch(admin)
+    await admin.call("insertone", collectionname=C, item={"_id": "answered"})
+    await next_event(admin)
+    # OpenFlow clients answer pushes: a frame with the push's command and replyto.
+    await admin.send_frame({"id": "a1", "replyto": "x", "command": "watchevent", "data": "{}"})
+    assert await admin.request("ping", {}) == ("pong", {})
+    assert admin.pushes.empty()
+
+
 # -- refusals ------------------------------------------------------------------------------------
 
 

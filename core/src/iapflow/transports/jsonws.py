@@ -289,7 +289,7 @@ class JsonConnection:
     async def _handle(self, message_id: str, command: str, text: str) -> None:
         replyto = message_id or None
         try:
-            if command in ("pong", "refreshtoken"):
+            if command in ("pong", "refreshtoken", "watchevent"):
                 return  # answers to our pings and pushes
             if command == "ping":
                 await self.send("pong", {}, replyto)
