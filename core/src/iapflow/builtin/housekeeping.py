@@ -1,7 +1,7 @@
 """Built-in plugin: housekeeping, on demand (admins) and every ``housekeeping.interval_seconds``.
 
-It ensures the built-in users, roles and indexes, clears the role cache, and closes sessions
-whose token expired without being refreshed.
+It ensures the built-in users, roles and indexes (audit, and every ``*_hist`` collection's),
+clears the role cache, and closes sessions whose token expired without being refreshed.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ async def run(platform: Platform) -> dict[str, Any]:
     started = time.monotonic()
     await platform.auth.ensure_builtins()
     await audit.ensure_indexes(platform)
+    history_indexed = await platform.data.history.ensure_indexes()
     platform.auth.roles.invalidate()
     now = time.time()
     stale = [
@@ -35,7 +36,11 @@ async def run(platform: Platform) -> dict[str, Any]:
     ]
     for session in stale:
         await session.close(1008, "token expired: sign in again")
-    report = {"stale_sessions_closed": len(stale), "seconds": round(time.monotonic() - started, 3)}
+    report = {
+        "stale_sessions_closed": len(stale),
+        "history_collections_indexed": len(history_indexed),
+        "seconds": round(time.monotonic() - started, 3),
+    }
     platform.state.setdefault(_STATE, {})["last"] = {**report, "at": now}
     log.info("housekeeping: %s", report)
     return report
