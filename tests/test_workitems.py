@@ -400,3 +400,17 @@ async def test_bad_item_fields(admin: JsonClient) -> None:
     with pytest.raises(ReplyError, match="errortype must be application or business"):
         await admin.call("updateworkitem", _id=item["_id"], state="retry", errortype="fatal")
     assert (await admin.call("popworkitem", wiq=queue["name"]))["result"]["_id"] == item["_id"]
+
+
+async def test_generic_delete_leaves_work_item_queues_alone(admin: JsonClient) -> None:
+    queue = (
+        await admin.call(
+            "addworkitemqueue", name="keepme", maxretries=1, retrydelay=0, initialdelay=0
+        )
+    )["result"]
+    with pytest.raises(ReplyError, match="not found"):
+        await admin.call("deleteone", collectionname="mq", id=queue["_id"])
+    assert (await admin.call("deletemany", collectionname="mq", query={"name": "keepme"}))[
+        "affectedrows"
+    ] == 0
+    assert (await admin.call("getworkitemqueue", name="keepme"))["result"]["_id"] == queue["_id"]
