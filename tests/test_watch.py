@@ -12,12 +12,14 @@ import contextlib
 import datetime as dt
 import json
 import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import websockets
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -383,6 +385,44 @@ async def test_watches_end_when_the_socket_closes(
     # The stream keeps serving the others.
     await admin.call("insertone", collectionname=C, item={"_id": "after"})
     await seen_by_admin(admin, "insert", "after")
+
+
+async def test_a_connection_that_stops_reading_is_closed_not_buffered_without_end(
+    server: str, admin: JsonClient, alice: JsonClient, kept: _KeepPlatform
+) -> None:
+    hub = hub_for(kept.platform)
+    hub.outbox_limit = 4  # instead of 10 000, so that a few events overflow it
+    # A client with a small receive buffer that stops reading after its watch is in place.
+    host, port = server.removeprefix("ws://").split("/")[0].split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    sock.connect((host, int(port)))
+    slow = await websockets.connect(
+        server, sock=sock, max_queue=1, compression=None, close_timeout=0.5
+    )
+    try:
+        for number, (command, data) in enumerate(
+            [("signin", {"jwt": alice.jwt}), ("watch", {"collectionname": C})]
+        ):
+            frame = {"id": str(number), "command": command, "data": json.dumps(data)}
+            await slow.send(json.dumps(frame))
+            while json.loads(await slow.recv()).get("replyto") != str(number):
+                pass
+        await watch(admin)
+        assert len(hub.watches) == 2
+        big = "x" * 50_000
+        item = {"big": big, "_acl": acl(alice.user["_id"])}
+        for i in range(100):
+            await admin.call("insertone", collectionname=C, item={**item, "_id": f"b{i}"})
+            await seen_by_admin(admin, "insert", f"b{i}")
+            if len(hub.watches) == 1:
+                break
+        assert [w.session.principal.username for w in hub.watches.values()] == ["admin"]
+        # The others are not held up.
+        await admin.call("insertone", collectionname=C, item={"_id": "after"})
+        await seen_by_admin(admin, "insert", "after")
+    finally:
+        await slow.close()
 
 
 async def test_signing_in_as_someone_else_stops_the_earlier_users_watches(
