@@ -533,3 +533,17 @@ async def test_service_delete_and_read_limit(tmp_path: Path, mongo_storage: dict
         assert any("metadata.uniquename" in dict(i["key"]) for i in indexes)
     finally:
         await platform.stop()
+
+
+@pytest.mark.parametrize("collection", ["files", "fs.files"])
+async def test_deleteone_on_files_deletes_the_file_for_those_with_delete_right(
+    new_user: Callable[[], Awaitable[JsonClient]], collection: str
+) -> None:
+    owner, other = await new_user(), await new_user()
+    saved = await owner.call("savefile", filename="gone.txt", file=_b64(b"bye"))
+    with pytest.raises(ReplyError, match="delete right"):
+        await other.call("deleteone", collectionname=collection, id=saved["id"])
+    reply = await owner.call("deleteone", collectionname=collection, id=saved["id"])
+    assert reply["affectedrows"] == 1
+    with pytest.raises(ReplyError, match="not found"):
+        await owner.call("getfile", id=saved["id"])

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from iapflow import hookimpl
+from iapflow.data.files import secure_files
 from iapflow.data.query import (
     as_object,
     coerce,
@@ -164,10 +165,15 @@ async def insertorupdatemany(request: Request) -> dict[str, Any]:
 
 
 async def deleteone(request: Request) -> dict[str, Any]:
-    """``deleteone``: delete by ``id`` (or ``_id``)."""
+    """``deleteone``: delete by ``id`` (or ``_id``). In ``fs.files`` (alias ``files``) it deletes
+    the file with its bytes, as OpenFlow does."""
     data = request.data
     doc_id = data.get("id") or data.get("_id")
-    affected = await request.platform.data.delete_one(request.user, _collection(request), doc_id)
+    collection = _collection(request)
+    if collection == "fs.files":
+        await secure_files(request.platform).delete(request.user, doc_id)
+        return {"affectedrows": 1}
+    affected = await request.platform.data.delete_one(request.user, collection, doc_id)
     return {"affectedrows": affected}
 
 

@@ -2,8 +2,10 @@
 
 It is a separate GPL program: started by its command line, never imported. It listens on a
 free loopback port, keeps its files in ``<data_dir>/mongo``, commits with ``--sync-on-commit``,
-and dies with the server: on Linux the kernel sends it SIGTERM when the parent dies, even on
-``kill -9``; a pid file lets the next start clean up a survivor elsewhere.
+and dies with the server: on Linux the kernel sends it SIGKILL when the parent dies, even on
+``kill -9`` (a hard stop is safe: with ``--sync-on-commit`` every acknowledged write is on
+disk, and the store recovers at its next start); a pid file lets the next start clean up a
+survivor elsewhere.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def free_port() -> int:
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
