@@ -156,8 +156,6 @@ class WatchHub:
         self._lock = asyncio.Lock()
         self._stopped = False
         self._closing: set[asyncio.Task[None]] = set()
-        self.events_seen = 0
-        """Change events read from the store since the hub started (for tests and metrics)."""
 
     # -- watches --------------------------------------------------------------------------------
 
@@ -165,14 +163,14 @@ class WatchHub:
         self, session: Session, principal: Principal, collection: str, selection: WatchFilter
     ) -> Watch:
         """Register a watch for ``session``; opens the change stream first if it is not open."""
-        if sum(1 for w in self.watches.values() if w.session is session) >= (
-            MAX_WATCHES_PER_CONNECTION
-        ):
+        if len(self.of_session(session)) >= MAX_WATCHES_PER_CONNECTION:
             raise ApiError(
                 f"a connection can hold at most {MAX_WATCHES_PER_CONNECTION} watches; "
                 "unwatch some first"
             )
         await self._ensure_stream()
+        if session.platform.sessions.get(session.id) is not session:
+            raise ApiError("watch: the connection closed")  # while the stream was opening
         watch = Watch(new_id(), session, principal.id, collection, selection)
         self.watches[watch.id] = watch
         self._by_collection.setdefault(collection, {})[watch.id] = watch
@@ -236,7 +234,6 @@ class WatchHub:
         while True:
             try:
                 async for event in stream:
-                    self.events_seen += 1
                     try:
                         await self._deliver(event)
                     except Exception:
