@@ -408,7 +408,7 @@ async def test_generic_delete_leaves_work_item_queues_alone(admin: JsonClient) -
             "addworkitemqueue", name="keepme", maxretries=1, retrydelay=0, initialdelay=0
         )
     )["result"]
-    with pytest.raises(ReplyError, match="not found"):
+    with pytest.raises(ReplyError, match="use deleteworkitemqueue"):
         await admin.call("deleteone", collectionname="mq", id=queue["_id"])
     assert (await admin.call("deletemany", collectionname="mq", query={"name": "keepme"}))[
         "affectedrows"

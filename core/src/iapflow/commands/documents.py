@@ -19,6 +19,10 @@ from iapflow.data.query import (
 )
 from iapflow.dispatch import Request
 from iapflow.errors import ApiError
+from iapflow.security.acl import fold
+
+# (collection, _type) of work item queue documents, which the generic deletes leave alone.
+WORKITEM_QUEUES = ("mq", "workitemqueue")
 
 
 def _collection(request: Request) -> str:
@@ -173,6 +177,12 @@ async def deleteone(request: Request) -> dict[str, Any]:
     if collection == "fs.files":
         await secure_files(request.platform).delete(request.user, doc_id)
         return {"affectedrows": 1}
+    if collection == WORKITEM_QUEUES[0] and isinstance(doc_id, str):
+        found = await request.platform.data.get(request.user, collection, doc_id)
+        if found is not None and found.get("_type") == WORKITEM_QUEUES[1]:
+            raise ApiError(
+                "a work item queue goes with its items and role: use deleteworkitemqueue"
+            )
     affected = await request.platform.data.delete_one(request.user, collection, doc_id)
     return {"affectedrows": affected}
 
@@ -190,6 +200,9 @@ async def deletemany(request: Request) -> dict[str, Any]:
             raise ApiError("deletemany needs a query or ids; send query {} to delete all you may")
         query = parse_filter(data.get("query"))
     collection = _collection(request)
+    if collection == WORKITEM_QUEUES[0]:
+        # Work item queues go with their items and role, through deleteworkitemqueue.
+        query = fold(query, {"_type": {"$ne": WORKITEM_QUEUES[1]}})
     affected = await request.platform.data.delete_many(request.user, collection, query)
     if collection == "users" and affected:
         await request.platform.users_changed_in_bulk()

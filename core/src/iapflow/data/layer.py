@@ -568,9 +568,6 @@ class DataLayer:
         if collection == users.COLLECTION:
             protected = sorted(wellknown.WELLKNOWN_IDS | {principal.id})
             final = fold(final, {"_id": {"$nin": protected}})
-        if collection == "mq":
-            # A work item queue goes with its items, files and role: deleteworkitemqueue.
-            final = fold(final, {"_type": {"$ne": "workitemqueue"}})
         return final
 
     async def delete_one(self, principal: Principal, collection: str, doc_id: Any) -> int:
