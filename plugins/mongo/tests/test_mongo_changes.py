@@ -68,3 +68,16 @@ async def test_closed_stream_ends_and_keeps_its_token(store: MongoStorage) -> No
     assert stream.resume_token == token
     with pytest.raises(StopAsyncIteration):
         await anext(stream)
+
+
+async def test_file_chunks_stay_off_the_stream(store: MongoStorage) -> None:
+    stream = await store.watch_changes()
+    try:
+        await store.insert_one(
+            "fs.chunks", {"_id": "c1", "files_id": "f", "n": 0, "data": b"x" * 1024}
+        )
+        await store.insert_one("fs.files", {"_id": "f", "length": 1024})
+        event = await _next(stream)
+    finally:
+        await stream.close()
+    assert event["ns"]["coll"] == "fs.files"

@@ -52,6 +52,8 @@ class MongoChangeStream(ChangeStream):
     async def open(self) -> None:
         """Open the server-side cursor (StorageError, or ResumeTokenLost, when it cannot)."""
         options: dict[str, Any] = {
+            # File bytes (GridFS chunks, 255 kB each) are never watched: keep them off the wire.
+            "pipeline": [{"$match": {"ns.coll": {"$not": {"$regex": r"\.chunks$"}}}}],
             "full_document": "updateLookup",
             "max_await_time_ms": _MAX_AWAIT_MS,
         }
