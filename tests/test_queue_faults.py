@@ -1,6 +1,7 @@
-"""Queue faults and scale-out: a RabbitMQ restart with automatic re-registration, two server
-processes on one RabbitMQ and one store, the in-process broker keeping waiting messages over a
-server restart, and a configured-but-missing broker plugin."""
+"""Queue faults and scale-out: a RabbitMQ restart with automatic re-registration (and a queue
+that cannot be restored), two server processes on one RabbitMQ and one store, the in-process
+broker keeping waiting messages over a server restart, and a configured-but-missing broker
+plugin."""
 
 from __future__ import annotations
 
@@ -12,18 +13,24 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import pytest
+from aio_pika.abc import AbstractConnection
 
+from iapflow import hookimpl
 from iapflow.config import build_config
 from iapflow.errors import PluginError
+from iapflow.messaging.broker import BrokerContext
 from iapflow.platform import Platform
 from iapflow.plugins import Plugins
 from iapflow.testing import JsonClient, ReplyError, make_test_config, running_server
 from iapflow.testing.server import TEST_SECRET
 from iapflow_mongo import plugin as mongo_plugin
+from iapflow_rabbit.broker import RabbitBroker, build_broker
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 RABBIT = {"backend": "rabbit", "amqp_url": AMQP_URL, "reconnect_delay_seconds": 0.5}
@@ -94,6 +101,92 @@ async def test_rabbitmq_restart_re_registers_queues_and_exchanges(
         got = await inbox.get()
         assert got["data"]["fan"] == 1 and got["queuename"] == bound["queuename"]
         assert inbox.other.empty()  # nothing was reported lost
+        await consumer.close()
+        await sender.close()
+
+
+class HookedRabbit:
+    """A plugin adding messaging backend ``rabbit-hooked``: the rabbit backend, with the broker
+    kept here so that a test can set its ``before_restore`` hook."""
+
+    def __init__(self) -> None:
+        self.brokers: list[RabbitBroker] = []
+
+    @hookimpl
+    def register_brokers(self, register: Callable[[str, Any], None]) -> None:
+        def build(options: Mapping[str, Any], context: BrokerContext) -> RabbitBroker:
+            broker = build_broker(options, context)
+            self.brokers.append(broker)
+            return broker
+
+        register("rabbit-hooked", build)
+
+
+async def send_until_it_works(client: JsonClient, **fields: Any) -> None:
+    """Send, retrying while the server is still reconnecting and re-registering."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            await client.call("queuemessage", **fields)
+            return
+        except ReplyError:
+            assert time.monotonic() < deadline, "the server did not reconnect to RabbitMQ"
+            await asyncio.sleep(0.3)
+
+
+@pytest.mark.slow
+async def test_queue_that_cannot_be_restored_after_a_rabbitmq_restart_is_reported_closed(
+    tmp_path: Path, mongo_storage: dict[str, Any]
+) -> None:
+    # After the restart, and before the server re-registers its clients (the broker's
+    # before_restore hook, so no race), another AMQP connection declares one of the client's
+    # temporary queues as exclusive to itself: restoring it fails with RESOURCE_LOCKED.
+    config = make_test_config(
+        tmp_path, mongo_storage, messaging={**RABBIT, "backend": "rabbit-hooked"}
+    )
+    plugins = Plugins()
+    hooked = HookedRabbit()
+    plugins.register(hooked, name="rabbit-hooked")
+    named = f"keep-{uuid.uuid4().hex[:8]}"
+    raw: list[AbstractConnection] = []
+    async with running_server(config, plugins) as base:
+        (broker,) = hooked.brokers
+        consumer, sender = await signed_in(base + "/ws"), await signed_in(base + "/ws")
+        inbox = Replier(consumer)
+        taken = (await consumer.call("registerqueue", queuename=""))["queuename"]
+        kept = (await consumer.call("registerqueue", queuename=""))["queuename"]
+        await consumer.call("registerqueue", queuename=named)
+
+        async def take_the_name() -> None:
+            connection = await aio_pika.connect(AMQP_URL)
+            raw.append(connection)
+            channel = await connection.channel()
+            await channel.declare_queue(taken, exclusive=True)
+
+        broker.before_restore = take_the_name
+        try:
+            try:
+                await asyncio.to_thread(rabbitmqctl, "stop_app")
+            finally:
+                await asyncio.to_thread(rabbitmqctl, "start_app")
+                await asyncio.to_thread(rabbitmqctl, "await_startup")
+            command, data = await asyncio.wait_for(inbox.other.get(), 30)
+            assert (command, data) == ("queueclosed", {"queuename": taken})
+            assert raw, "the hook did not run"
+            # The client's other queues came back and keep working.
+            await send_until_it_works(sender, queuename=kept, data={"kept": 1})
+            assert (await inbox.get())["data"]["kept"] == 1
+            await sender.call("queuemessage", queuename=named, data={"named": 1})
+            got = await inbox.get()
+            assert got["data"]["named"] == 1 and got["queuename"] == named
+            # The lost queue is no longer this connection's.
+            with pytest.raises(ReplyError, match="does not consume"):
+                await consumer.call("closequeue", queuename=taken)
+            await consumer.call("closequeue", queuename=kept)
+            assert inbox.other.empty()  # only the one queue was reported lost
+        finally:
+            for connection in raw:
+                await connection.close()
         await consumer.close()
         await sender.close()
 

@@ -325,9 +325,12 @@ class RabbitBroker(Broker):
         self._reconnecting: asyncio.Task[None] | None = None
         self._stopping = False
         self.reconnects = 0
+        """How many times the broker reconnected after losing RabbitMQ (tests read it)."""
         self.socket: Any = None
         """The AMQP connection's socket (TCP_NODELAY set)."""
-        """How many times the broker reconnected after losing RabbitMQ (tests read it)."""
+        self.before_restore: Callable[[], Awaitable[None]] | None = None
+        """Test hook: awaited after a reconnect, before the sessions are re-registered (a test
+        uses it to take a queue's name first, so that its restore fails deterministically)."""
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -388,6 +391,11 @@ class RabbitBroker(Broker):
                     log.info("RabbitMQ not back yet: %r", exc)
                     continue
                 self.reconnects += 1
+                if self.before_restore is not None:
+                    try:
+                        await self.before_restore()
+                    except Exception:
+                        log.exception("the before_restore hook failed")
                 log.warning(
                     "RabbitMQ connection restored; re-registering %d sessions", len(self.sessions)
                 )
