@@ -18,6 +18,10 @@ publisher confirms and ``mandatory`` on publish (as iapflow publishes), persiste
 mode, manual acknowledgements, a temporary reply queue and a durable named service queue
 (iapflow's named queues are durable).
 
+Next to each rate: CPU microseconds per operation of the iapflow server, of RabbitMQ and of
+this (client) process. ``--profile FILE`` records the server with py-spy (raw collapsed
+stacks, native frames included) during the iapflow cases.
+
 Run from the repository root with RabbitMQ on 127.0.0.1:5672 (guest/guest):
 ``.venv/bin/python bench/bench_queues.py`` (``--seconds`` per case and side, default 5).
 """
@@ -43,6 +47,7 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
+from bench_api import cpu_seconds, self_cpu_seconds
 
 from iapflow.testing.client import JsonClient
 from iapflow_mongo.embedded import EmbeddedServer, free_port
@@ -310,6 +315,35 @@ async def one_way_rate(side: IapflowSide | RawSide, seconds: float) -> float:
     return received / (time.perf_counter() - start - 0.2)
 
 
+def rabbit_pid() -> int | None:
+    """The RabbitMQ node's process (for its CPU time), when it runs on this machine."""
+    found = subprocess.run(["pgrep", "-o", "beam.smp"], capture_output=True, text=True)
+    return int(found.stdout.split()[0]) if found.stdout.strip() else None
+
+
+class Cpu:
+    """CPU seconds of the server, RabbitMQ and this process over one measured case."""
+
+    def __init__(self, server: int | None, rabbit: int | None) -> None:
+        self.pids = {"server": server, "rabbit": rabbit}
+
+    def now(self) -> dict[str, float]:
+        found = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        found["clients"] = self_cpu_seconds()
+        return found
+
+    async def measure(self, run: Awaitable[float], seconds: float) -> tuple[float, str]:
+        """The rate ``run`` returns and CPU microseconds per operation, as text."""
+        before = self.now()
+        rate = await run
+        after = self.now()
+        operations = max(rate * seconds, 1.0)
+        shown = " ".join(
+            f"{name} {(after[name] - before[name]) / operations * 1e6:.0f}" for name in after
+        )
+        return rate, shown
+
+
 async def main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-queues-"))
     store = EmbeddedServer(str(work / "mongo"), sync_on_commit=False)
@@ -322,22 +356,45 @@ async def main(args: argparse.Namespace) -> None:
         await raw.setup()
         for side in (iapflow, raw):  # warm-up
             await timed(side.round_trip, 5, 0.5)
+        assert server.process is not None
+        cpu = Cpu(server.process.pid, rabbit_pid())
+        profiler = None
+        if args.profile:
+            py_spy = Path(sys.executable).parent / "py-spy"
+            command = [str(py_spy), "record", "--format", "raw", "--native", "-r", "250"]
+            command += ["-o", args.profile, "-p", str(server.process.pid)]
+            profiler = subprocess.Popen(  # noqa: ASYNC220 - started once, before the cases
+                command,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            await asyncio.sleep(1)
+        load = os.getloadavg()[0]
         rows = []
         for label, in_flight in (
             ("request/reply, 1 in flight", 1),
             ("request/reply, 20 in flight", 20),
         ):
-            api = await timed(iapflow.round_trip, in_flight, args.seconds)
-            direct = await timed(raw.round_trip, in_flight, args.seconds)
+            seconds = args.seconds
+            api = await cpu.measure(timed(iapflow.round_trip, in_flight, seconds), seconds)
+            direct = await cpu.measure(timed(raw.round_trip, in_flight, seconds), seconds)
             rows.append((label, "round trips/s", api, direct))
-        api = await one_way_rate(iapflow, args.seconds)
-        direct = await one_way_rate(raw, args.seconds)
+        api = await cpu.measure(one_way_rate(iapflow, args.seconds), args.seconds)
+        direct = await cpu.measure(one_way_rate(raw, args.seconds), args.seconds)
         rows.append(("one-way, 20 sends in flight", "messages/s", api, direct))
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
         await iapflow.close()
         await raw.close()
+        print(f"load average (1 min) at start: {load:.2f} on {os.cpu_count()} cores")
         print(f"{'case':32} {'unit':14} {'iapflow':>10} {'aio-pika':>10} {'ratio':>7}")
-        for label, unit, api, direct in rows:
+        for label, unit, (api, _), (direct, _) in rows:
             print(f"{label:32} {unit:14} {api:10.0f} {direct:10.0f} {api / direct:7.2f}")
+        print("CPU microseconds per operation")
+        for label, _unit, (_, api_cpu), (_, direct_cpu) in rows:
+            print(f"  {label:32} iapflow:  {api_cpu}")
+            print(f"  {'':32} aio-pika: {direct_cpu}")
     finally:
         server.stop()
         store.stop()
@@ -347,4 +404,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per case and side")
     parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--profile", default="", help="py-spy raw profile of the server to FILE")
     asyncio.run(main(parser.parse_args()))

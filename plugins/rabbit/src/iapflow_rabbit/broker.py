@@ -23,7 +23,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aio_pika
 import aiormq
@@ -147,15 +147,20 @@ class RabbitDelivery(Delivery):
         self.redelivered = bool(message.redelivered)
         self._message = message
 
+    # Straight on aiormq's channel, without waiting for the socket to drain: an ack gets no
+    # answer from RabbitMQ anyway, and waiting cost the delivery two more loop iterations.
+
     async def ack(self) -> None:
         try:
-            await self._message.ack()
+            await self._message.channel.basic_ack(self._message.delivery_tag or 0, wait=False)
         except _CLOSED as exc:
             raise BrokerError(f"cannot acknowledge: the channel closed ({exc!r})") from exc
 
     async def nack(self, requeue: bool = True) -> None:
         try:
-            await self._message.nack(requeue=requeue)
+            await self._message.channel.basic_nack(
+                self._message.delivery_tag or 0, requeue=requeue, wait=False
+            )
         except _CLOSED as exc:
             raise BrokerError(f"cannot requeue: the channel closed ({exc!r})") from exc
 
@@ -544,25 +549,28 @@ class RabbitBroker(Broker):
         exchange: str = "",
         routing_key: str = "",
     ) -> bool:
-        amqp = aio_pika.Message(
-            message.body,
+        # aiormq directly (aio-pika's Message and Exchange cost a third of a publish), and
+        # without waiting for the socket to drain: the publisher confirm is what is awaited.
+        properties = aiormq.spec.Basic.Properties(
+            content_type="application/json",
+            delivery_mode=2,  # persistent
             reply_to=message.reply_to or None,
             correlation_id=message.correlation_id or None,
-            expiration=(
-                message.expiration_ms / 1000 if message.expiration_ms is not None else None
-            ),
+            expiration=str(message.expiration_ms) if message.expiration_ms is not None else None,
             headers=dict(message.headers) or None,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            content_type="application/json",
         )
         try:
-            channel = await self._publish_channel()
-            if exchange:
-                target = await channel.get_exchange(exchange, ensure=False)
-            else:
-                target = channel.default_exchange
-                routing_key = queue or routing_key
-            await target.publish(amqp, routing_key, mandatory=True)
+            underlay = await (await self._publish_channel()).get_underlay_channel()
+            # The concrete channel takes ``wait`` (its abstract base does not declare it).
+            channel = cast(aiormq.Channel, underlay)
+            await channel.basic_publish(
+                message.body,
+                exchange=exchange,
+                routing_key=routing_key if exchange else (queue or routing_key),
+                properties=properties,
+                mandatory=True,
+                wait=False,
+            )
             return True
         except aiormq.exceptions.DeliveryError:
             await self._timeout(message.body, message.reply_to, message.correlation_id)
