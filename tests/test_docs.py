@@ -70,7 +70,7 @@ def test_every_hookspec_documents_its_arguments_and_return(name: str) -> None:
 
 def _fields() -> list[tuple[str, str]]:
     found = [(section, key) for section, model in SECTIONS.items() for key in model.model_fields]
-    return [*found, ("storage", "backend"), ("messaging", "backend")]
+    return [*found, ("storage", "backend"), ("messaging", "backend"), ("agents", "runtime")]
 
 
 @pytest.mark.parametrize(("section", "key"), _fields())
@@ -105,7 +105,11 @@ def _table_rows(text: str, heading: str) -> dict[str, list[str]]:
 def test_configuration_md_states_the_real_default(section: str, key: str) -> None:
     rows = _table_rows(_doc("configuration.md"), f"## `[{section}]`")
     assert key in rows, f"no table row for {section}.{key} under ## `[{section}]`"
-    backends = {"storage": config.StorageConfig, "messaging": config.MessagingConfig}
+    backends = {
+        "storage": config.StorageConfig,
+        "messaging": config.MessagingConfig,
+        "agents": config.AgentsConfig,
+    }
     model = backends.get(section) or SECTIONS[section]
     field = model.model_fields[key]
     default = field.get_default(call_default_factory=True)

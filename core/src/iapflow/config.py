@@ -105,6 +105,18 @@ class MessagingConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class AgentsConfig(BaseModel):
+    """``[agents]``: ``runtime`` names the agent runtime plugin (empty: no Node-RED instances);
+    other keys belong to that runtime."""
+
+    model_config = ConfigDict(extra="allow")
+    runtime: str = ""
+
+    def options(self) -> dict[str, Any]:
+        """The runtime's own keys (everything but ``runtime``)."""
+        return dict(self.model_extra or {})
+
+
 class QueuesConfig(_Section):
     """``[queues]``: the queue commands' policy, whatever the broker."""
 
@@ -148,6 +160,7 @@ class Config(_Section):
     queues: QueuesConfig = Field(default_factory=QueuesConfig)
     files: FilesConfig = Field(default_factory=FilesConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
+    agents: AgentsConfig = Field(default_factory=AgentsConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
 
     @property

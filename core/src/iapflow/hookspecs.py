@@ -106,6 +106,26 @@ def register_auth_providers(register: Callable[[str, Any], None]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# agents
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_agent_runtimes(register: Callable[[str, Any], None]) -> None:
+    """Called while the platform prepares, to collect agent runtimes (where Node-RED runs).
+
+    :param register: call ``register(name, factory)`` for each runtime this plugin provides;
+        ``factory(options, context)`` returns an :class:`iapflow.agents.AgentRuntime`
+        (``options`` are the ``[agents]`` keys besides ``runtime``, ``context`` a
+        :class:`iapflow.agents.RuntimeContext`). The name is what ``[agents] runtime = "..."``
+        selects. Two plugins registering one name fail startup.
+    :return: nothing.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from iapflow.agents import AgentRuntime, RuntimeContext
 from iapflow.auth.service import AuthService
 from iapflow.auth.tokens import TokenService, load_secret
 from iapflow.config import Config
@@ -39,6 +40,9 @@ class Platform:
         self._auth: AuthService | None = None
         self._data: DataLayer | None = None
         self._dispatcher: Dispatcher | None = None
+        self.agents: AgentRuntime | None = None
+        """The agent runtime ``[agents] runtime`` chose, or None when none is configured."""
+        self._agents_started = False
 
     # Typed accessors: using a part before start() is a programming error.
     @property
@@ -88,6 +92,14 @@ class Platform:
         broker_factory = require(self.plugins.brokers(), messaging.backend, "messaging")
         self._broker = broker_factory(messaging.options(), BrokerContext(self.config.data_dir))
         self._storage = storage
+        agents = self.config.agents
+        if agents.runtime:
+            runtime_factory = require(self.plugins.agent_runtimes(), agents.runtime, "agent")
+            server = self.config.server
+            api_url = f"ws://{server.host}:{server.port}/ws"
+            self.agents = runtime_factory(
+                agents.options(), RuntimeContext(self.config.data_dir, api_url)
+            )
 
     async def start_storage(self) -> None:
         """Start the configured storage backend and auth (all the CLI's user commands need)."""
@@ -134,6 +146,9 @@ class Platform:
                 backend = self.config.messaging.backend
                 raise StartupError(f"messaging backend {backend!r} did not start: {exc}") from exc
             self._broker_started = True
+            if self.agents is not None:
+                await self.agents.start()
+                self._agents_started = True
             await self.plugins.startup(self)
         except BaseException:
             await self.stop()
@@ -146,6 +161,9 @@ class Platform:
             await session.close(1001, "server shutting down")
         if self._dispatcher is not None:
             await self.plugins.shutdown(self)
+        if self.agents is not None and self._agents_started:
+            self._agents_started = False
+            await self.agents.stop()
         if self._broker is not None and self._broker_started:
             self._broker_started = False
             await self._broker.stop()

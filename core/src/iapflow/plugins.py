@@ -46,7 +46,14 @@ DEFAULT_PLUGINS = (
 )
 
 # First-party backend names and the distribution that provides each, for install hints.
-FIRST_PARTY = {"mongo": "iapflow-mongo", "rabbit": "iapflow-rabbit", "nodered": "iapflow-nodered"}
+FIRST_PARTY = {
+    "mongo": "iapflow-mongo",
+    "rabbit": "iapflow-rabbit",
+    "nodered": "iapflow-nodered",
+    # agent runtimes of iapflow-nodered
+    "process": "iapflow-nodered",
+    "stub": "iapflow-nodered",
+}
 
 
 def install_hint(kind: str, name: str) -> str:
@@ -125,6 +132,10 @@ class Plugins:
     def brokers(self) -> Registry[Any]:
         """Messaging backend factories by name (``register_brokers``)."""
         return self._collect("register_brokers", "messaging backend")
+
+    def agent_runtimes(self) -> Registry[Any]:
+        """Agent runtime factories by name (``register_agent_runtimes``)."""
+        return self._collect("register_agent_runtimes", "agent runtime")
 
     def auth_providers(self) -> Registry[Any]:
         """Password sign-in providers by name (``register_auth_providers``)."""

@@ -1,0 +1,150 @@
+"""The agent runtime interface: where and how Node-RED instances (agents) live.
+
+A runtime is a backend chosen by ``[agents] runtime = "..."`` and registered by a plugin through
+the ``register_agent_runtimes`` hook. ``factory(options, context)`` returns an
+:class:`AgentRuntime`. The core only knows this interface; the ``process``, ``docker`` and
+``stub`` runtimes live in the ``iapflow-nodered`` plugin, and the contract suite every runtime
+passes is :mod:`iapflow.testing.agent_runtime_contract`.
+
+Every method is keyed by the instance name, idempotent where that makes sense, and raises
+:class:`AgentRuntimeError` with a sentence a user can act on (Node.js missing, port busy...).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from iapflow.errors import ApiError
+
+# States an instance can be in, as status() reports them.
+STATES = ("absent", "installing", "starting", "running", "stopping", "stopped", "crashed")
+
+
+class AgentRuntimeError(ApiError):
+    """A runtime could not do what was asked; the message says why and what to do."""
+
+
+class InstanceNotFound(AgentRuntimeError):
+    """No instance with that name exists in the runtime."""
+
+
+def instance_name(username: str) -> str:
+    """OpenFlow's instance name for a user: the username lower-cased, reduced to ``[a-z0-9]``."""
+    name = re.sub(r"[^a-z0-9]", "", username.lower())
+    if not name:
+        raise AgentRuntimeError(f"username {username!r} gives an empty instance name")
+    return name
+
+
+@dataclass
+class InstanceSpec:
+    """What an instance should be. ``name`` is its key in the runtime."""
+
+    name: str
+    owner_id: str = ""
+    owner_name: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    memory_mb: int | None = None
+    image: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class InstanceStatus:
+    """What an instance is now. ``url`` is where its editor answers, once it runs."""
+
+    name: str
+    state: str
+    owner_id: str = ""
+    url: str = ""
+    port: int | None = None
+    pid: int | None = None
+    restarts: int = 0
+    reason: str = ""
+    started: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form replies carry."""
+        result = {
+            "name": self.name,
+            "state": self.state,
+            "owner": self.owner_id,
+            "url": self.url,
+            "port": self.port,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "reason": self.reason,
+            "started": self.started,
+            # OpenFlow's UI reads a pod-like shape: metadata.name and status.phase.
+            "metadata": {"name": self.name, "labels": {"userid": self.owner_id}},
+            "status": {"phase": self.state},
+        }
+        result.update(self.extra)
+        return result
+
+
+@dataclass
+class RuntimeContext:
+    """What the platform hands a runtime factory: the data directory and the server's URL."""
+
+    data_dir: Path
+    api_ws_url: str = ""
+
+
+@runtime_checkable
+class AgentRuntime(Protocol):
+    """A place where agent instances run. All methods are ``async``."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Open clients, load bookkeeping and adopt instances left by an earlier server."""
+
+    async def stop(self) -> None:
+        """Stop supervising; running instances are left running, to be adopted next time."""
+
+    async def ensure(self, spec: InstanceSpec) -> InstanceStatus:
+        """Create the instance if needed and start it; return at once (``starting``)."""
+
+    async def start_instance(self, name: str) -> InstanceStatus:
+        """Start a stopped instance from its last spec."""
+
+    async def stop_instance(self, name: str) -> InstanceStatus:
+        """Stop an instance, keeping its data, port and spec."""
+
+    async def restart(self, name: str) -> InstanceStatus:
+        """Stop and start an instance."""
+
+    async def remove(self, name: str) -> bool:
+        """Stop an instance and delete everything it had; False if there was nothing."""
+
+    async def status(self, name: str) -> InstanceStatus:
+        """The instance's state (``absent`` when it does not exist)."""
+
+    async def list(self) -> list[InstanceStatus]:
+        """Every instance this runtime manages."""
+
+    async def wait_ready(self, name: str, within: float = 60.0) -> InstanceStatus:
+        """Wait until the editor answers; raise :class:`AgentRuntimeError` on crash or timeout."""
+
+    async def logs(self, name: str, lines: int = 50) -> str:
+        """The last ``lines`` lines the instance logged."""
+
+    async def node_labels(self) -> dict[str, dict[str, str]] | None:
+        """Labels per cluster node (Kubernetes), or None where there are no nodes."""
+
+
+__all__ = [
+    "STATES",
+    "AgentRuntime",
+    "AgentRuntimeError",
+    "InstanceNotFound",
+    "InstanceSpec",
+    "InstanceStatus",
+    "RuntimeContext",
+    "instance_name",
+]

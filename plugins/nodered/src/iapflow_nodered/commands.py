@@ -1,0 +1,181 @@
+"""The per-user Node-RED commands of OpenFlow 1.4, on whatever agent runtime is configured.
+
+Rights, as OpenFlow: ``ensure``/``start``/``restart`` need ``admins`` or ``personal nodered
+users``; acting on another user's instance needs Update on that user's document (admins have
+it). ``stop``, ``delete``, ``get``, ``log`` and ``deletenoderedpod`` need that Update right too;
+a user always has it on their own user document. Every action is audited (``_type: nodered``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iapflow import audit, wellknown
+from iapflow.agents import AgentRuntime, AgentRuntimeError, InstanceSpec, instance_name
+from iapflow.dispatch import Request
+from iapflow.errors import AccessDenied, ApiError
+from iapflow.security.acl import UPDATE, has_right
+
+NO_RUNTIME = (
+    'no agent runtime is configured: set [agents] runtime = "process" (Node-RED as local '
+    "processes) or another installed runtime in the server config"
+)
+
+
+def runtime_of(request: Request) -> AgentRuntime:
+    """The configured runtime, or a clear error."""
+    runtime = request.platform.agents
+    if runtime is None:
+        raise AgentRuntimeError(NO_RUNTIME)
+    return runtime
+
+
+async def _target(request: Request, needs_role: bool) -> dict[str, Any]:
+    """The user document whose instance the request is about, after the rights checks."""
+    user = request.user
+    target_id = request.data.get("_id") or user.id
+    if not isinstance(target_id, str):
+        raise ApiError("_id must be a user id")
+    if needs_role and not user.is_admin and wellknown.PERSONAL_NODERED_USERS not in user.ids:
+        raise AccessDenied(
+            f"{request.command} needs membership of 'admins' or 'personal nodered users'"
+        )
+    target = await request.platform.storage.find_one("users", {"_id": target_id})
+    if target is None or target.get("_type") != "user":
+        raise ApiError(f"user {target_id} not found")
+    if target_id != user.id and not has_right(user, target, UPDATE):
+        raise AccessDenied(f"{request.command}: you need update right on user {target_id}")
+    return target
+
+
+def _spec(request: Request, target: dict[str, Any]) -> InstanceSpec:
+    username = str(target.get("username") or target.get("name") or "")
+    settings = target.get("nodered") if isinstance(target.get("nodered"), dict) else {}
+    assert isinstance(settings, dict)
+    memory = None
+    resources = settings.get("resources")
+    if isinstance(resources, dict) and isinstance(resources.get("memory_mb"), int):
+        memory = resources["memory_mb"]
+    env = {"nodered_sa": username, "queue_prefix": str(settings.get("queue_prefix") or "")}
+    if isinstance(settings.get("tz"), str):
+        env["TZ"] = settings["tz"]
+    return InstanceSpec(
+        name=instance_name(username),
+        owner_id=str(target["_id"]),
+        owner_name=username,
+        env=env,
+        memory_mb=memory,
+        labels={"userid": str(target["_id"])},
+    )
+
+
+async def _audit(request: Request, action: str, name: str, target: dict[str, Any]) -> None:
+    await audit.record_action(
+        request.platform,
+        request.user,
+        "nodered",
+        action,
+        instancename=name,
+        targetid=str(target["_id"]),
+        runtime=runtime_of(request).name,
+    )
+
+
+async def ensurenoderedinstance(request: Request) -> dict[str, Any]:
+    """Create the user's instance if needed and start it (returns while it starts)."""
+    runtime = runtime_of(request)
+    target = await _target(request, needs_role=True)
+    spec = _spec(request, target)
+    status = await runtime.ensure(spec)
+    await _audit(request, "ensureinstance", spec.name, target)
+    return {"result": status.as_dict()}
+
+
+async def startnoderedinstance(request: Request) -> dict[str, Any]:
+    """Start the user's instance, creating it when it does not exist (as OpenFlow)."""
+    return await ensurenoderedinstance(request)
+
+
+async def restartnoderedinstance(request: Request) -> dict[str, Any]:
+    """Stop and start the user's instance."""
+    runtime = runtime_of(request)
+    target = await _target(request, needs_role=True)
+    name = instance_name(str(target.get("username") or ""))
+    status = await runtime.restart(name)
+    await _audit(request, "restartinstance", name, target)
+    return {"result": status.as_dict()}
+
+
+async def stopnoderedinstance(request: Request) -> dict[str, Any]:
+    """Stop the user's instance, keeping its data."""
+    runtime = runtime_of(request)
+    target = await _target(request, needs_role=False)
+    name = instance_name(str(target.get("username") or ""))
+    status = await runtime.stop_instance(name)
+    await _audit(request, "stopinstance", name, target)
+    return {"result": status.as_dict()}
+
+
+async def deletenoderedinstance(request: Request) -> dict[str, Any]:
+    """Stop the user's instance and delete it with its data."""
+    runtime = runtime_of(request)
+    target = await _target(request, needs_role=False)
+    name = instance_name(str(target.get("username") or ""))
+    removed = await runtime.remove(name)
+    await _audit(request, "deleteinstance", name, target)
+    return {"result": removed}
+
+
+async def deletenoderedpod(request: Request) -> dict[str, Any]:
+    """Delete one pod of the instance; a process or stub instance is restarted instead."""
+    runtime = runtime_of(request)
+    target = await _target(request, needs_role=False)
+    name = instance_name(str(target.get("username") or ""))
+    pod = request.data.get("instancename") or name
+    if pod != name:
+        raise ApiError(f"instance {name!r} has no pod {pod!r}")
+    status = await runtime.restart(name)
+    await _audit(request, "deletepod", name, target)
+    return {"result": status.as_dict()}
+
+
+async def getnoderedinstance(request: Request) -> dict[str, Any]:
+    """The user's instance as a list of pods (empty when it does not exist)."""
+    runtime = runtime_of(request)
+    target = await _target(request, needs_role=False)
+    name = instance_name(str(target.get("username") or ""))
+    status = await runtime.status(name)
+    results = [] if status.state == "absent" else [status.as_dict()]
+    return {"results": results, "result": results[0] if results else None}
+
+
+async def getnoderedinstancelog(request: Request) -> dict[str, Any]:
+    """The last lines the user's instance logged."""
+    runtime = runtime_of(request)
+    target = await _target(request, needs_role=False)
+    name = instance_name(str(target.get("username") or ""))
+    lines = request.data.get("lines", 50)
+    if not isinstance(lines, int) or not 1 <= lines <= 10000:
+        raise ApiError("lines must be a number from 1 to 10000")
+    text = await runtime.logs(name, lines)
+    await _audit(request, "getinstancelog", name, target)
+    return {"result": text}
+
+
+async def getkubenodelabels(request: Request) -> dict[str, Any]:
+    """Labels of the cluster's nodes (None outside Kubernetes, or with no runtime)."""
+    runtime = request.platform.agents
+    return {"result": None if runtime is None else await runtime.node_labels()}
+
+
+COMMANDS = {
+    "ensurenoderedinstance": ensurenoderedinstance,
+    "startnoderedinstance": startnoderedinstance,
+    "restartnoderedinstance": restartnoderedinstance,
+    "stopnoderedinstance": stopnoderedinstance,
+    "deletenoderedinstance": deletenoderedinstance,
+    "deletenoderedpod": deletenoderedpod,
+    "getnoderedinstance": getnoderedinstance,
+    "getnoderedinstancelog": getnoderedinstancelog,
+    "getkubenodelabels": getkubenodelabels,
+}

@@ -1,0 +1,126 @@
+"""Installing Node-RED from npm into a folder, once, with progress in the log.
+
+``python -m iapflow_nodered.install <folder>`` does the same as a set-up step, so a server's
+first ``ensurenoderedinstance`` does not wait for npm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from iapflow.agents import AgentRuntimeError
+
+log = logging.getLogger("iapflow.nodered.install")
+
+DEFAULT_VERSION = "4.1"
+MIN_NODE_MAJOR = 18
+
+_locks: dict[Path, asyncio.Lock] = {}
+
+
+def red_js(folder: Path) -> Path:
+    """Where Node-RED's entry script is once installed into ``folder``."""
+    return folder / "node_modules" / "node-red" / "red.js"
+
+
+def find_node(node: str = "node") -> str:
+    """The full path of the Node.js binary, or an error that says how to get it."""
+    path = shutil.which(node)
+    if path is None:
+        raise AgentRuntimeError(
+            f"Node.js is missing: {node!r} is not on PATH. Install Node.js 20 (for example "
+            f"'apt-get install nodejs npm') or set [agents] node to its path"
+        )
+    return path
+
+
+async def node_major(node: str) -> int:
+    """The major version of the Node.js at ``node``."""
+    proc = await asyncio.create_subprocess_exec(
+        node, "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    match = re.match(r"v(\d+)\.", out.decode(errors="replace").strip())
+    if proc.returncode != 0 or match is None:
+        raise AgentRuntimeError(f"{node} --version failed: {out.decode(errors='replace')!r}")
+    return int(match.group(1))
+
+
+async def ensure_installed(
+    folder: Path, version: str = DEFAULT_VERSION, node: str = "node"
+) -> Path:
+    """Install ``node-red@<version>`` into ``folder`` unless it is there; return red.js's path.
+
+    ``folder`` should be absolute. npm's output goes to the log line by line and to
+    ``<folder>/install.log``. Concurrent callers for one folder wait for the same install.
+    """
+    target = red_js(folder)
+    if target.exists():
+        return target
+    node_path = find_node(node)
+    major = await node_major(node_path)
+    if major < MIN_NODE_MAJOR:
+        raise AgentRuntimeError(f"Node.js {major} is too old for Node-RED 4: install Node.js 20")
+    npm = shutil.which("npm", path=str(Path(node_path).parent)) or shutil.which("npm")
+    if npm is None:
+        raise AgentRuntimeError("npm is missing: install it beside Node.js to fetch Node-RED")
+    lock = _locks.setdefault(folder, asyncio.Lock())
+    async with lock:
+        if target.exists():
+            return target
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        log.info("installing node-red@%s into %s (about 15 s, 120 MB)", version, folder)
+        proc = await asyncio.create_subprocess_exec(
+            npm,
+            "install",
+            "--prefix",
+            ".",
+            "--no-audit",
+            "--no-fund",
+            "--omit=dev",
+            "--loglevel=http",
+            f"node-red@{version}",
+            cwd=folder,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert proc.stdout is not None
+        lines: list[str] = []
+        with (folder / "install.log").open("a", encoding="utf-8") as out:
+            async for raw in proc.stdout:
+                line = raw.decode(errors="replace").rstrip()
+                lines.append(line)
+                out.write(line + "\n")
+                log.info("npm: %s", line)
+        code = await proc.wait()
+        if code != 0 or not target.exists():
+            tail = "\n".join(lines[-5:])
+            raise AgentRuntimeError(f"npm install node-red@{version} failed (exit {code}): {tail}")
+        log.info("node-red@%s installed in %s", version, folder)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m iapflow_nodered.install <folder> [version]``."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print("usage: python -m iapflow_nodered.install <folder> [version]", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    version = args[1] if len(args) > 1 else DEFAULT_VERSION
+    try:
+        print(asyncio.run(ensure_installed(Path(args[0]).absolute(), version)))
+    except AgentRuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""The plugin entry point: agent runtimes ``process`` and ``stub``, and the Node-RED commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from iapflow import hookimpl
+from iapflow_nodered.commands import COMMANDS
+from iapflow_nodered.process import build_process
+from iapflow_nodered.stub import build_stub
+
+
+@hookimpl
+def register_agent_runtimes(register: Callable[[str, Any], None]) -> None:
+    """Provide runtime ``process`` (Node-RED from npm as local processes) and ``stub``."""
+    register("process", build_process)
+    register("stub", build_stub)
+
+
+@hookimpl
+def register_commands(register: Callable[..., None]) -> None:
+    """Provide the per-user Node-RED commands (``ensurenoderedinstance``...)."""
+    for name, handler in COMMANDS.items():
+        register(name, handler)

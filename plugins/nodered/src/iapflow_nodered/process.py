@@ -1,0 +1,552 @@
+"""The ``process`` agent runtime: each Node-RED instance is a child process on this machine.
+
+Layout under ``<data_dir>/nodered/``: ``node-red-<version>/`` (Node-RED from npm, installed on
+first use) and ``instances/<name>/`` with ``state.json`` (spec, port, PID, wanted state),
+``settings.js``, ``userdir/`` and ``node-red.log``. A child runs in its own session with its
+output going straight to the log file, so it outlives the server; the next server reads
+``state.json`` and adopts the process if it still runs, or starts it again if it should run.
+A crash restarts the instance after a back-off; too many crashes in a window leave it
+``crashed`` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from iapflow.agents import (
+    AgentRuntimeError,
+    InstanceNotFound,
+    InstanceSpec,
+    InstanceStatus,
+    RuntimeContext,
+)
+from iapflow.errors import ConfigError
+from iapflow_nodered.install import DEFAULT_VERSION, ensure_installed, find_node
+
+log = logging.getLogger("iapflow.nodered.process")
+
+OPTIONS = {
+    "node": "node",
+    "install_dir": "",
+    "node_red_version": DEFAULT_VERSION,
+    "host": "127.0.0.1",
+    "base_port": 1880,
+    "port_count": 1000,
+    "heap_mb": 256,
+    "max_restarts": 5,
+    "restart_window_seconds": 300.0,
+    "restart_backoff_seconds": 1.0,
+    "stop_timeout_seconds": 10.0,
+}
+LOG_KEEP_BYTES = 5 * 1024 * 1024
+INSTANCE_ENV = "IAPFLOW_NODERED_INSTANCE"
+
+
+@dataclass
+class _Instance:
+    spec: InstanceSpec
+    folder: Path
+    port: int
+    wanted: str = "running"
+    pid: int | None = None
+    started: str = ""
+    restarts: int = 0
+    reason: str = ""
+    crashed: bool = False
+    installing: bool = False
+    ready: bool = False
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    crash_times: list[float] = field(default_factory=list)
+
+    def save(self) -> None:
+        if not self.folder.is_dir():
+            return  # removed by another runtime object (the server that adopted it)
+        state = {
+            "spec": asdict(self.spec),
+            "port": self.port,
+            "wanted": self.wanted,
+            "pid": self.pid,
+            "started": self.started,
+            "restarts": self.restarts,
+        }
+        tmp = self.folder / "state.json.tmp"
+        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
+        tmp.replace(self.folder / "state.json")
+
+
+def pid_alive(pid: int, marker: str) -> bool:
+    """True if ``pid`` runs (not a zombie) and, where /proc exists, it is the instance whose
+    folder is ``marker`` (its working directory, or its ``IAPFLOW_NODERED_INSTANCE``), so a
+    reused PID is never taken for an instance. Node-RED renames its process title, so the
+    command line cannot tell."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    proc = Path(f"/proc/{pid}")
+    if proc.exists():
+        try:
+            stat = (proc / "stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return False
+        except OSError:
+            return False
+        try:
+            if os.readlink(proc / "cwd") == marker:
+                return True
+        except OSError:
+            pass
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return f"{INSTANCE_ENV}={marker}".encode() in environ
+    return True
+
+
+def port_free(host: str, port: int) -> bool:
+    """True if nothing listens on ``host:port`` (a bind test, as Node-RED will bind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _settings_js(host: str, port: int, secret: str) -> str:
+    settings = {
+        "uiHost": host,
+        "uiPort": port,
+        "flowFile": "flows.json",
+        "credentialSecret": secret,
+        "logging": {"console": {"level": "info", "metrics": False, "audit": False}},
+        "editorTheme": {"projects": {"enabled": False}, "tours": False},
+        "diagnostics": {"enabled": False},
+        "telemetry": {"enabled": False, "updateNotification": False},
+        "externalModules": {"autoInstall": False},
+    }
+    return (
+        "// Written by iapflow for this instance; it is rewritten on every start.\n"
+        f"module.exports = {json.dumps(settings, indent=2)};\n"
+    )
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class ProcessRuntime:
+    """Node-RED instances as supervised child processes; see the module docstring."""
+
+    name = "process"
+
+    def __init__(self, options: dict[str, Any], context: RuntimeContext) -> None:
+        self.options = {**OPTIONS, **options}
+        self.context = context
+        root = context.data_dir.absolute() / "nodered"
+        version = str(self.options["node_red_version"])
+        install_dir = str(self.options["install_dir"])
+        self.install_dir = (
+            Path(install_dir).expanduser() if install_dir else root / f"node-red-{version}"
+        )
+        self.instances_dir = root / "instances"
+        self.host = str(self.options["host"])
+        self._instances: dict[str, _Instance] = {}
+        self._lock = asyncio.Lock()
+        self._http: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every ``state.json``: adopt live processes, restart those that should run."""
+        self._http = httpx.AsyncClient(timeout=2.0)
+        self.instances_dir.mkdir(parents=True, exist_ok=True)
+        for state_file in sorted(self.instances_dir.glob("*/state.json")):
+            try:
+                state = json.loads(state_file.read_text(encoding="utf-8"))
+                spec = InstanceSpec(**state["spec"])
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                log.warning("skipping %s: %s", state_file, exc)
+                continue
+            inst = _Instance(spec, state_file.parent, int(state["port"]), wanted=state["wanted"])
+            inst.restarts = int(state.get("restarts", 0))
+            inst.started = str(state.get("started", ""))
+            self._instances[spec.name] = inst
+            pid = state.get("pid")
+            if isinstance(pid, int) and pid_alive(pid, str(inst.folder)):
+                inst.pid = pid
+                log.info(
+                    "adopted Node-RED instance %s (pid %d, port %d)", spec.name, pid, inst.port
+                )
+                if inst.wanted == "running":
+                    self._watch(inst)
+                else:
+                    await self._terminate(inst)
+            elif inst.wanted == "running":
+                log.info("Node-RED instance %s is not running; starting it again", spec.name)
+                inst.pid = None
+                self._spawn_task(self._launch_safely(inst))
+
+    async def stop(self) -> None:
+        """Stop watching; the instances keep running and are adopted by the next server."""
+        for inst in self._instances.values():
+            if inst.watcher is not None:
+                inst.watcher.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for inst in self._instances.values():
+            if inst.watcher is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await inst.watcher
+                inst.watcher = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- ports --------------------------------------------------------------------------------
+
+    def _allocate_port(self) -> int:
+        taken = {inst.port for inst in self._instances.values()}
+        base, count = int(self.options["base_port"]), int(self.options["port_count"])
+        for port in range(base, base + count):
+            if port not in taken and port_free(self.host, port):
+                return port
+        raise AgentRuntimeError(f"no free port for Node-RED between {base} and {base + count - 1}")
+
+    # -- launching ----------------------------------------------------------------------------
+
+    async def _launch_safely(self, inst: _Instance) -> None:
+        try:
+            await self._launch(inst)
+        except AgentRuntimeError as exc:
+            inst.crashed, inst.reason = True, str(exc)
+            log.warning("Node-RED instance %s did not start: %s", inst.spec.name, exc)
+
+    async def _launch(self, inst: _Instance) -> None:
+        """Install Node-RED if needed, write settings and start the child process."""
+        node = find_node(str(self.options["node"]))
+        inst.installing = True
+        try:
+            red = await ensure_installed(
+                self.install_dir, str(self.options["node_red_version"]), node
+            )
+        finally:
+            inst.installing = False
+        if inst.wanted != "running":
+            return
+        if not port_free(self.host, inst.port):
+            raise AgentRuntimeError(
+                f"port {inst.port} on {self.host} is busy: another program listens there; "
+                f"stop it or delete and recreate the instance to get another port"
+            )
+        userdir = inst.folder / "userdir"
+        userdir.mkdir(parents=True, exist_ok=True)
+        secret_file = inst.folder / "credential-secret"
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_hex(24), encoding="utf-8")
+        settings = inst.folder / "settings.js"
+        secret = secret_file.read_text(encoding="utf-8").strip()
+        settings.write_text(_settings_js(self.host, inst.port, secret), encoding="utf-8")
+        log_file = inst.folder / "node-red.log"
+        if log_file.exists() and log_file.stat().st_size > LOG_KEEP_BYTES:
+            log_file.replace(inst.folder / "node-red.log.1")
+        heap = inst.spec.memory_mb or int(self.options["heap_mb"])
+        env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TZ") if key in os.environ}
+        env.update(
+            {
+                "NODE_RED_HOME": str(userdir),
+                "NODE_OPTIONS": f"--max-old-space-size={heap}",
+                INSTANCE_ENV: str(inst.folder),
+                "nodered_id": inst.spec.name,
+                "api_ws_url": self.context.api_ws_url,
+                **inst.spec.env,
+            }
+        )
+        args = [
+            node,
+            str(red),
+            "--settings",
+            str(settings),
+            "--userDir",
+            str(userdir),
+            "--port",
+            str(inst.port),
+        ]
+        with log_file.open("ab") as out:
+            out.write(f"[iapflow] {_now()} starting Node-RED on port {inst.port}\n".encode())
+            out.flush()
+            inst.proc = await asyncio.to_thread(
+                subprocess.Popen,
+                args,
+                cwd=inst.folder,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        inst.pid, inst.started, inst.ready, inst.crashed = inst.proc.pid, _now(), False, False
+        inst.reason = ""
+        inst.save()
+        log.info(
+            "started Node-RED instance %s (pid %d, port %d)", inst.spec.name, inst.pid, inst.port
+        )
+        self._watch(inst)
+
+    def _watch(self, inst: _Instance) -> None:
+        if inst.watcher is not None and not inst.watcher.done():
+            inst.watcher.cancel()
+        inst.watcher = asyncio.get_running_loop().create_task(self._supervise(inst))
+
+    def _alive(self, inst: _Instance) -> bool:
+        if inst.proc is not None and inst.proc.pid == inst.pid:
+            return inst.proc.poll() is None
+        return inst.pid is not None and pid_alive(inst.pid, str(inst.folder))
+
+    async def _supervise(self, inst: _Instance) -> None:
+        """Poll readiness until the editor answers, then liveness; restart after a crash."""
+        while self._alive(inst):
+            if not inst.ready:
+                inst.ready = await self._answers(inst)
+            await asyncio.sleep(0.2 if not inst.ready else 0.5)
+        code = inst.proc.returncode if inst.proc is not None else None
+        inst.proc, inst.pid, inst.ready = None, None, False
+        if inst.wanted != "running":
+            inst.save()
+            return
+        self._append_log(inst, f"Node-RED exited unexpectedly (code {code})")
+        now = time.monotonic()
+        window = float(self.options["restart_window_seconds"])
+        inst.crash_times = [t for t in inst.crash_times if now - t < window] + [now]
+        if len(inst.crash_times) > int(self.options["max_restarts"]):
+            inst.crashed = True
+            inst.reason = (
+                f"crashed {len(inst.crash_times)} times within {window:g} s; not restarted "
+                f"(see getnoderedinstancelog); start it again when fixed"
+            )
+            inst.save()
+            log.warning("Node-RED instance %s: %s", inst.spec.name, inst.reason)
+            return
+        delay = min(
+            30.0, float(self.options["restart_backoff_seconds"]) * 2 ** (len(inst.crash_times) - 1)
+        )
+        inst.restarts += 1
+        inst.reason = f"restarting after a crash (exit code {code}) in {delay:g} s"
+        inst.save()
+        await asyncio.sleep(delay)
+        if inst.wanted == "running" and inst.pid is None:
+            inst.watcher = None
+            await self._launch_safely(inst)
+
+    def _append_log(self, inst: _Instance, line: str) -> None:
+        with contextlib.suppress(OSError), (inst.folder / "node-red.log").open("a") as out:
+            out.write(f"[iapflow] {_now()} {line}\n")
+
+    async def _answers(self, inst: _Instance) -> bool:
+        if self._http is None:
+            return False
+        try:
+            reply = await self._http.get(f"http://{self.host}:{inst.port}/")
+        except httpx.HTTPError:
+            return False
+        return reply.status_code == 200
+
+    async def _terminate(self, inst: _Instance) -> None:
+        """SIGTERM the process group, SIGKILL it after ``stop_timeout_seconds``."""
+        pid = inst.pid
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + float(self.options["stop_timeout_seconds"])
+        # Polling: an adopted process is not our child, so there is nothing to await.
+        while self._alive(inst) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if self._alive(inst):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            while self._alive(inst):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        if inst.proc is not None:
+            inst.proc.poll()
+        inst.pid, inst.proc, inst.ready = None, None, False
+
+    async def _halt(self, inst: _Instance) -> None:
+        inst.wanted = "stopped"
+        await self._terminate(inst)
+        if inst.watcher is not None:
+            inst.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await inst.watcher
+            inst.watcher = None
+        inst.crash_times.clear()
+        inst.save()
+
+    # -- the runtime interface ----------------------------------------------------------------
+
+    def _get(self, name: str) -> _Instance:
+        inst = self._instances.get(name)
+        if inst is None:
+            raise InstanceNotFound(f"no Node-RED instance named {name!r}")
+        return inst
+
+    def _status(self, inst: _Instance) -> InstanceStatus:
+        alive = inst.pid is not None and self._alive(inst)
+        if inst.installing:
+            state = "installing"
+        elif alive and inst.ready:
+            state = "running"
+        elif alive:
+            state = "starting" if inst.wanted == "running" else "stopping"
+        elif inst.crashed:
+            state = "crashed"
+        elif inst.wanted == "running":
+            state = "starting"
+        else:
+            state = "stopped"
+        return InstanceStatus(
+            name=inst.spec.name,
+            state=state,
+            owner_id=inst.spec.owner_id,
+            url=f"http://{self.host}:{inst.port}/",
+            port=inst.port,
+            pid=inst.pid if alive else None,
+            restarts=inst.restarts,
+            reason=inst.reason,
+            started=inst.started,
+        )
+
+    async def ensure(self, spec: InstanceSpec) -> InstanceStatus:
+        """Create the instance (folder, port) if new and start it unless it runs."""
+        find_node(str(self.options["node"]))
+        async with self._lock:
+            inst = self._instances.get(spec.name)
+            if inst is None:
+                folder = self.instances_dir / spec.name
+                folder.mkdir(parents=True, exist_ok=True)
+                inst = _Instance(spec, folder, self._allocate_port())
+                self._instances[spec.name] = inst
+            else:
+                inst.spec = spec
+            inst.save()
+            return await self._start(inst)
+
+    async def _start(self, inst: _Instance) -> InstanceStatus:
+        inst.wanted = "running"
+        if inst.pid is None or not self._alive(inst):
+            inst.pid, inst.crashed, inst.reason = None, False, ""
+            inst.crash_times.clear()
+            inst.installing = not (self.install_dir / "node_modules" / "node-red").exists()
+            if inst.installing:
+                self._spawn_task(self._launch_safely(inst))
+            else:
+                await self._launch(inst)
+        inst.save()
+        return self._status(inst)
+
+    async def start_instance(self, name: str) -> InstanceStatus:
+        """Start the instance from its saved spec."""
+        return await self._start(self._get(name))
+
+    async def stop_instance(self, name: str) -> InstanceStatus:
+        """Stop the process; the port, data and spec stay."""
+        inst = self._get(name)
+        await self._halt(inst)
+        self._append_log(inst, "stopped")
+        return self._status(inst)
+
+    async def restart(self, name: str) -> InstanceStatus:
+        """Stop and start again."""
+        inst = self._get(name)
+        await self._halt(inst)
+        return await self._start(inst)
+
+    async def remove(self, name: str) -> bool:
+        """Stop the process, free the port, delete the folder."""
+        inst = self._instances.get(name)
+        if inst is None:
+            return False
+        await self._halt(inst)
+        del self._instances[name]
+        await asyncio.to_thread(shutil.rmtree, inst.folder, True)
+        return True
+
+    async def status(self, name: str) -> InstanceStatus:
+        """The instance's state, ``absent`` if there is none."""
+        inst = self._instances.get(name)
+        if inst is None:
+            return InstanceStatus(name=name, state="absent")
+        return self._status(inst)
+
+    async def list(self) -> list[InstanceStatus]:
+        """Every instance."""
+        return [self._status(inst) for inst in self._instances.values()]
+
+    async def wait_ready(self, name: str, within: float = 60.0) -> InstanceStatus:
+        """Wait until the editor answers HTTP 200."""
+        deadline = time.monotonic() + within
+        while True:
+            status = await self.status(name)
+            if status.state == "running":
+                return status
+            if status.state in ("crashed", "absent", "stopped"):
+                raise AgentRuntimeError(f"instance {name!r} is {status.state}: {status.reason}")
+            if time.monotonic() > deadline:
+                raise AgentRuntimeError(f"instance {name!r} was not ready within {within:g} s")
+            await asyncio.sleep(0.1)
+
+    async def logs(self, name: str, lines: int = 50) -> str:
+        """The last ``lines`` lines of the instance's log file."""
+        inst = self._get(name)
+        path = inst.folder / "node-red.log"
+        if not path.exists():
+            return ""
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 256 * 1024))
+            text = handle.read().decode(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def node_labels(self) -> dict[str, dict[str, str]] | None:
+        """A single machine has no cluster nodes."""
+        return None
+
+
+def build_process(options: dict[str, Any], context: RuntimeContext) -> ProcessRuntime:
+    """The ``process`` runtime's factory; checks option names and types."""
+    for key, value in options.items():
+        if key not in OPTIONS:
+            known = ", ".join(sorted(OPTIONS))
+            raise ConfigError(f"agents.{key}", f"not an option of the process runtime ({known})")
+        default = OPTIONS[key]
+        if isinstance(default, float) and isinstance(value, int):
+            continue
+        if type(value) is not type(default):
+            raise ConfigError(f"agents.{key}", f"must be {type(default).__name__}")
+    return ProcessRuntime(options, context)

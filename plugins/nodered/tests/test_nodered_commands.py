@@ -1,0 +1,190 @@
+"""The per-user Node-RED commands through the JSON websocket API: OpenFlow's rights rules and
+audit on the stub runtime, a clear error with no runtime configured, and on the real Node-RED
+an instance that outlives an iapflow server restart and is adopted by the next server."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from iapflow import wellknown
+from iapflow.testing import JsonClient, ReplyError, make_test_config, running_server
+from iapflow_nodered.process import pid_alive
+
+_names = itertools.count(1)
+Connect = Callable[[], Awaitable[JsonClient]]
+
+
+async def _serve(
+    stack: AsyncExitStack, tmp_path: Path, mongo_storage: dict[str, Any], **sections: Any
+) -> Connect:
+    config = make_test_config(tmp_path, mongo_storage, **sections)
+    base = await stack.enter_async_context(running_server(config))
+
+    async def connect() -> JsonClient:
+        client = await stack.enter_async_context(JsonClient(base + "/ws"))
+        return client
+
+    return connect
+
+
+async def _admin(connect: Connect) -> JsonClient:
+    client = await connect()
+    await client.signin("admin", "admin")
+    return client
+
+
+async def _user(connect: Connect, admin: JsonClient, nodered: bool = True) -> JsonClient:
+    name = f"nruser{next(_names)}"
+    reply = await admin.call(
+        "insertone",
+        collectionname="users",
+        item={"_type": "user", "username": name, "name": name, "newpassword": "pw"},
+    )
+    if nodered:
+        await admin.call(
+            "updateone",
+            collectionname="users",
+            query={"_id": wellknown.PERSONAL_NODERED_USERS},
+            item={"$push": {"members": {"_id": reply["result"]["_id"], "name": name}}},
+        )
+    client = await connect()
+    await client.signin(name, "pw")
+    return client
+
+
+def _instance_folder(data_dir: Path, name: str) -> str:
+    return str(data_dir.absolute() / "nodered" / "instances" / name)
+
+
+def _exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+@pytest.fixture
+async def stub_server(tmp_path: Path, mongo_storage: dict[str, Any]) -> AsyncIterator[Connect]:
+    async with AsyncExitStack() as stack:
+        yield await _serve(stack, tmp_path, mongo_storage, agents={"runtime": "stub"})
+
+
+async def test_no_runtime_configured_is_a_clear_error(
+    tmp_path: Path, mongo_storage: dict[str, Any]
+) -> None:
+    async with AsyncExitStack() as stack:
+        connect = await _serve(stack, tmp_path, mongo_storage)
+        admin = await _admin(connect)
+        with pytest.raises(ReplyError, match=r"no agent runtime is configured.*\[agents\]"):
+            await admin.call("ensurenoderedinstance")
+        assert (await admin.call("getkubenodelabels"))["result"] is None
+
+
+async def test_a_user_manages_their_own_instance(stub_server: Connect) -> None:
+    admin = await _admin(stub_server)
+    alice = await _user(stub_server, admin)
+    name = alice.user["username"]
+    started = await alice.call("ensurenoderedinstance")
+    assert started["result"]["name"] == name
+    assert started["result"]["owner"] == alice.user["_id"]
+    got = await alice.call("getnoderedinstance")
+    assert [pod["metadata"]["name"] for pod in got["results"]] == [name]
+    assert got["results"][0]["state"] == "running"
+    assert "Started flows" in (await alice.call("getnoderedinstancelog"))["result"]
+    stopped = await alice.call("stopnoderedinstance")
+    assert stopped["result"]["state"] == "stopped"
+    assert (await alice.call("startnoderedinstance"))["result"]["state"] == "running"
+    assert (await alice.call("restartnoderedinstance"))["result"]["restarts"] == 1
+    assert (await alice.call("deletenoderedpod", instancename=name))["result"]["name"] == name
+    assert (await alice.call("deletenoderedinstance"))["result"] is True
+    assert (await alice.call("getnoderedinstance"))["results"] == []
+    audit = await admin.call(
+        "query", collectionname="audit", query={"_type": "nodered", "userid": alice.user["_id"]}
+    )
+    actions = {entry["name"] for entry in audit["result"]}
+    assert {"ensureinstance", "stopinstance", "restartinstance", "deleteinstance"} <= actions
+    assert {entry["instancename"] for entry in audit["result"]} == {name}
+
+
+async def test_creating_an_instance_needs_the_personal_nodered_users_role(
+    stub_server: Connect,
+) -> None:
+    admin = await _admin(stub_server)
+    carol = await _user(stub_server, admin, nodered=False)
+    with pytest.raises(ReplyError, match="personal nodered users"):
+        await carol.call("ensurenoderedinstance")
+    # An admin may create it for her.
+    await admin.call("ensurenoderedinstance", _id=carol.user["_id"])
+    assert len((await carol.call("getnoderedinstance"))["results"]) == 1
+
+
+async def test_a_user_cannot_touch_another_users_instance(stub_server: Connect) -> None:
+    admin = await _admin(stub_server)
+    alice = await _user(stub_server, admin)
+    bob = await _user(stub_server, admin)
+    await alice.call("ensurenoderedinstance")
+    alice_id = alice.user["_id"]
+    for command in (
+        "startnoderedinstance",
+        "ensurenoderedinstance",
+        "restartnoderedinstance",
+        "stopnoderedinstance",
+        "getnoderedinstancelog",
+        "getnoderedinstance",
+        "deletenoderedinstance",
+        "deletenoderedpod",
+    ):
+        with pytest.raises(ReplyError, match="update right"):
+            await bob.call(command, _id=alice_id)
+    assert (await alice.call("getnoderedinstance"))["results"][0]["state"] == "running"
+    # Admins may.
+    assert "Started flows" in (await admin.call("getnoderedinstancelog", _id=alice_id))["result"]
+    assert (await admin.call("deletenoderedinstance", _id=alice_id))["result"] is True
+
+
+async def test_unknown_user_and_bad_arguments(stub_server: Connect) -> None:
+    admin = await _admin(stub_server)
+    with pytest.raises(ReplyError, match="not found"):
+        await admin.call("getnoderedinstance", _id="000000000000000000000000")
+    with pytest.raises(ReplyError, match="lines"):
+        await admin.call("getnoderedinstancelog", lines="all")
+    with pytest.raises(ReplyError, match="no Node-RED instance"):
+        await admin.call("stopnoderedinstance")
+
+
+@pytest.mark.slow
+async def test_real_node_red_survives_a_server_restart_and_is_adopted(
+    tmp_path: Path, mongo_storage: dict[str, Any], node_red_dir: Path
+) -> None:
+    agents = {"runtime": "process", "install_dir": str(node_red_dir), "base_port": 18900}
+    async with AsyncExitStack() as stack:
+        connect = await _serve(stack, tmp_path, mongo_storage, agents=agents)
+        admin = await _admin(connect)
+        alice = await _user(connect, admin)
+        await alice.call("ensurenoderedinstance")
+        pod: dict[str, Any] = {}
+        for _ in range(600):
+            pod = (await alice.call("getnoderedinstance"))["result"]
+            if pod["state"] == "running":
+                break
+            await asyncio.sleep(0.1)
+        assert pod["state"] == "running", pod
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(pod["url"])).status_code == 200
+        folder = _instance_folder(tmp_path, pod["name"])
+    # The server is gone; the instance is not.
+    assert pid_alive(pod["pid"], folder)
+    async with AsyncExitStack() as stack:
+        connect = await _serve(stack, tmp_path, mongo_storage, agents=agents)
+        admin = await _admin(connect)
+        again = (await admin.call("getnoderedinstance", _id=alice.user["_id"]))["result"]
+        assert again["pid"] == pod["pid"]
+        assert again["state"] == "running"
+        assert (await admin.call("deletenoderedinstance", _id=alice.user["_id"]))["result"]
+    assert not pid_alive(pod["pid"], folder)
+    assert not _exists(folder)
