@@ -21,6 +21,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "server": config.ServerConfig,
     "auth": config.AuthConfig,
     "websocket": config.WebsocketConfig,
+    "grpc": config.GrpcConfig,
     "query": config.QueryConfig,
     "files": config.FilesConfig,
     "queues": config.QueuesConfig,

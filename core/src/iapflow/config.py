@@ -73,6 +73,13 @@ class WebsocketConfig(_Section):
     ping_timeout_seconds: float = Field(20, gt=0)
 
 
+class GrpcConfig(_Section):
+    """``[grpc]``: the OpenIAP protobuf protocol over gRPC (``openiap.FlowService``)."""
+
+    port: int = Field(50051, ge=0, le=65535)
+    max_message_bytes: int = Field(256 * 1024 * 1024, ge=1024, le=2**31 - 1)
+
+
 class QueryConfig(_Section):
     """``[query]``: result size defaults and caps."""
 
@@ -154,6 +161,7 @@ class Config(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     websocket: WebsocketConfig = Field(default_factory=WebsocketConfig)
+    grpc: GrpcConfig = Field(default_factory=GrpcConfig)
     query: QueryConfig = Field(default_factory=QueryConfig)
     housekeeping: HousekeepingConfig = Field(default_factory=HousekeepingConfig)
     messaging: MessagingConfig = Field(default_factory=MessagingConfig)

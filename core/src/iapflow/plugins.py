@@ -34,6 +34,7 @@ DEFAULT_PLUGINS = (
     "iapflow.builtin.audit",
     "iapflow.builtin.housekeeping",
     "iapflow.builtin.memory_broker",
+    "iapflow.builtin.proto_transport",
     "iapflow.commands.admin",
     "iapflow.commands.signin",
     "iapflow.commands.documents",

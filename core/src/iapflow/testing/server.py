@@ -26,6 +26,7 @@ def make_test_config(
     """A config for tests: fast bcrypt, no sign-in delay, a fixed secret, admin/admin."""
     data: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": _free_port(), "data_dir": str(data_dir)},
+        "grpc": {"port": 0},  # off unless a test asks for it
         "storage": dict(storage),
         "auth": {
             "bcrypt_rounds": 4,

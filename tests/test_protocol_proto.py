@@ -1,0 +1,237 @@
+"""The OpenIAP protobuf protocol with the official PyPI ``openiap`` 0.0.37 client, over websocket
+``/ws/v2`` and over gRPC, plus malformed envelopes from a raw websocket.
+
+The client runs in its own venv (``.venv-openiap``, made by ``scripts/bootstrap --dev``): it needs
+``websockets<14`` while iapflow's tests use a newer one, and it installs a top-level ``proto``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import struct
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+
+from iapflow.proto import openiap_pb2 as pb
+from iapflow.testing import JsonClient, make_test_config, running_server
+
+ROOT = Path(__file__).resolve().parents[1]
+PYAPI_PYTHON = ROOT / ".venv-openiap" / "bin" / "python"
+DRIVER = Path(__file__).parent / "clients" / "pyapi_driver.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def proto_server(
+    tmp_path: Path, mongo_storage: dict[str, Any]
+) -> AsyncIterator[dict[str, Any]]:
+    """A server with gRPC on; yields its ws base URL and gRPC port."""
+    grpc_port = _free_port()
+    config = make_test_config(tmp_path, mongo_storage, grpc={"port": grpc_port})
+    async with running_server(config) as base:
+        yield {"ws": base, "grpc": grpc_port}
+
+
+def _pyapi_python() -> str:
+    if not PYAPI_PYTHON.exists():
+        pytest.fail(f"{PYAPI_PYTHON} is missing: run ./scripts/bootstrap --dev")
+    return str(PYAPI_PYTHON)
+
+
+async def _run_pyapi(
+    mode: str, url: str, username: str, password: str, file_id: str = "-"
+) -> dict[str, Any]:
+    """Run the driver to the end and return its report."""
+    process = await asyncio.create_subprocess_exec(
+        _pyapi_python(), str(DRIVER), mode, url, username, password, file_id,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+    except TimeoutError:
+        process.kill()
+        out, err = await process.communicate()
+        pytest.fail(f"pyapi driver hung\n{out.decode()}\n{err.decode()[-3000:]}")
+    lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+    if not lines:
+        pytest.fail(f"pyapi driver printed no report\n{out.decode()}\n{err.decode()[-3000:]}")
+    sys.stderr.write(err.decode()[-2000:] + "\n" + lines[-1] + "\n")
+    report: dict[str, Any] = json.loads(lines[-1])
+    return report
+
+
+@pytest.fixture
+async def uploaded_file(proto_server: dict[str, Any]) -> str:
+    """A file saved through the JSON protocol, for the client to download, and the work item
+    queue the client uses (pyapi 0.0.37 can create neither)."""
+    async with JsonClient(proto_server["ws"] + "/ws") as admin:
+        await admin.signin("admin", "admin")
+        await admin.call("addworkitemqueue", name="pytestwiq")
+        reply = await admin.call(
+            "savefile",
+            filename="hello.txt",
+            mimeType="text/plain",
+            file=base64.b64encode(b"hello from iapflow").decode(),
+        )
+    return str(reply["id"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["ws", "grpc"])
+async def test_pyapi_client_end_to_end(
+    proto_server: dict[str, Any], uploaded_file: str, transport: str
+) -> None:
+    if transport == "ws":
+        # every connection in one process
+        url = proto_server["ws"] + "/ws/v2"
+        report = await _run_pyapi("full", url, "admin", "admin", uploaded_file)
+    else:
+        # one connection per process (see the driver's docstring)
+        url = f"grpc://127.0.0.1:{proto_server['grpc']}"
+        report = await _run_pyapi("single", url, "admin", "admin", uploaded_file)
+        with_jwt = await _run_pyapi("signin", url, report["jwt"], "-")
+        report["signin_jwt"], report["jwt_count"] = with_jwt["signin"], with_jwt["count"]
+        report["signin_bad"] = (await _run_pyapi("signin", url, "admin", "wrong"))["signin"]
+    assert report["signin"]["username"] == "admin", report
+    assert "admins" in report["signin"]["roles"]
+    assert report["jwt"]
+    assert report["getelement"] == "hello"
+    assert report["insertone"]["name"] == "py one" and report["insertone"]["_id"]
+    assert [d["name"] for d in report["insertmany"]] == ["py two", "py three"]
+    assert [d["n"] for d in report["query"]] == [1, 2, 3]
+    assert all(set(d) <= {"_id", "name"} for d in report["query_noorder"])
+    assert report["count"] == 3
+    assert report["aggregate"][0]["s"] == 6
+    assert report["updateone"]["name"] == "py one!"
+    assert report["updatedocument"] == {"matchedCount": 2, "modifiedCount": 2}
+    assert report["insertorupdateone"]["name"] == "uniq"
+    assert report["deleteone"] == 1
+    assert report["deletemany"] == 2
+    assert report["count_after"] == 1
+    assert "pytest" in report["listcollections"]
+    assert "SERVER ERROR" in report["unknown_collection_error"]["error"]
+    assert report["signin_jwt"]["username"] == "admin"
+    assert report["jwt_count"] >= 1
+    assert "SERVER ERROR" in report["signin_bad"]["error"]
+    assert report["registerqueue"] == "pytestq"
+    assert report["rpc"] == {"echo": {"x": 1}, "queue": "pytestq"}
+    assert report["watchevents"] == [["insert", "watched"]]
+    assert report["pushworkitem"]["state"] == "new"
+    assert report["pushworkitem"]["payload"] == {"a": 1}
+    assert report["pushworkitem"]["has_nextrun"] is True
+    assert report["popworkitem"]["_id"] == report["pushworkitem"]["_id"]
+    assert report["popworkitem"]["state"] == "processing"
+    assert report["updateworkitem"] == {"state": "successful", "payload": {"a": 2}}
+    assert report["popworkitem_empty"] is None
+    assert report["download"] == {"filename": "hello.txt", "content": "hello from iapflow"}
+
+
+# -- malformed input on /ws/v2 ------------------------------------------------------------------
+
+
+def _frame(envelope: pb.Envelope) -> bytes:
+    payload = envelope.SerializeToString()
+    return struct.pack("<I", len(payload)) + payload
+
+
+async def _next_envelope(ws: Any) -> pb.Envelope:
+    """Read one server envelope (length message, then payload message)."""
+    length = struct.unpack("<I", await asyncio.wait_for(ws.recv(), 10))[0]
+    payload = b""
+    while len(payload) < length:
+        payload += await asyncio.wait_for(ws.recv(), 10)
+    envelope = pb.Envelope()
+    envelope.ParseFromString(payload)
+    return envelope
+
+
+async def _request(ws: Any, command: str, msg: Any, request_id: str) -> pb.Envelope:
+    envelope = pb.Envelope(command=command, id=request_id)
+    if msg is not None:
+        envelope.data.Pack(msg)
+    await ws.send(_frame(envelope))
+    while True:
+        reply = await _next_envelope(ws)
+        if reply.rid == request_id:
+            return reply
+
+
+def _error_text(envelope: pb.Envelope) -> str:
+    error = pb.ErrorResponse()
+    envelope.data.Unpack(error)
+    return error.message
+
+
+async def test_malformed_envelopes_get_errors_and_other_connections_keep_working(
+    proto_server: dict[str, Any],
+) -> None:
+    url = proto_server["ws"] + "/ws/v2"
+    async with websockets.connect(url) as bystander, websockets.connect(url) as ws:
+        greeting = await _next_envelope(ws)
+        assert greeting.command == "ping" and greeting.seq == 0
+        await _next_envelope(bystander)
+        signin = await _request(
+            bystander, "signin", pb.SigninRequest(username="admin", password="admin"), "1"
+        )
+        assert signin.command == "signinreply"
+
+        # bytes that are not an Envelope: an error envelope, the connection stays
+        garbage = b"\xff\xff\xff\xff\xff"
+        await ws.send(struct.pack("<I", len(garbage)) + garbage)
+        reply = await _next_envelope(ws)
+        assert reply.command == "error" and "Envelope" in _error_text(reply)
+
+        # unknown command and a request before sign-in
+        reply = await _request(ws, "nosuchcommand", None, "u1")
+        assert reply.command == "error" and "Unknown command" in _error_text(reply)
+        reply = await _request(ws, "query", pb.QueryRequest(collectionname="x"), "q0")
+        assert reply.command == "error" and "signed in" in _error_text(reply).lower()
+
+        # wrong payload type: a Stream's bytes where a SigninRequest belongs
+        wrong = pb.Envelope(command="signin", id="w1")
+        wrong.data.Pack(pb.Stream(data=b"\x12\x34\xff\xff"))
+        await ws.send(_frame(wrong))
+        reply = await _next_envelope(ws)
+        assert reply.command == "error" and reply.rid == "w1"
+
+        # a length and its envelope split over messages, and two envelopes in one message
+        ping = pb.Envelope(command="ping", id="p1")
+        frame = _frame(ping)
+        await ws.send(frame[:2])
+        await ws.send(frame[2:] + _frame(pb.Envelope(command="ping", id="p2")))
+        pongs = [await _next_envelope(ws), await _next_envelope(ws)]
+        assert [(p.command, p.rid) for p in pongs] == [("pong", "p1"), ("pong", "p2")]
+        assert pongs[1].seq == pongs[0].seq + 1
+
+        # a text frame
+        await ws.send("not binary")
+        reply = await _next_envelope(ws)
+        assert reply.command == "error"
+
+        # a length prefix over the limit: error, then the connection is closed
+        await ws.send(struct.pack("<I", 2**31))
+        reply = await _next_envelope(ws)
+        assert reply.command == "error" and "limit" in _error_text(reply)
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+
+        # the other connection never noticed
+        query = pb.QueryRequest(collectionname="users", query='{"username": "admin"}')
+        reply = await _request(bystander, "query", query, "2")
+        assert reply.command == "queryreply"
+        results = pb.QueryResponse()
+        reply.data.Unpack(results)
+        assert json.loads(results.results)[0]["username"] == "admin"
