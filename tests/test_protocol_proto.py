@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
 import socket
 import struct
 import sys
@@ -80,6 +81,7 @@ async def uploaded_file(proto_server: dict[str, Any]) -> str:
     async with JsonClient(proto_server["ws"] + "/ws") as admin:
         await admin.signin("admin", "admin")
         await admin.call("addworkitemqueue", name="pytestwiq")
+        await admin.call("addworkitemqueue", name="nodewiq")
         reply = await admin.call(
             "savefile",
             filename="hello.txt",
@@ -137,6 +139,54 @@ async def test_pyapi_client_end_to_end(
     assert report["updateworkitem"] == {"state": "successful", "payload": {"a": 2}}
     assert report["popworkitem_empty"] is None
     assert report["download"] == {"filename": "hello.txt", "content": "hello from iapflow"}
+
+
+NODE_DIR = Path(__file__).parent / "clients" / "node"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["ws", "grpc"])
+async def test_nodeapi_client_end_to_end(
+    proto_server: dict[str, Any], uploaded_file: str, transport: str
+) -> None:
+    if shutil.which("node") is None:
+        pytest.skip("Node.js is needed for @openiap/nodeapi (apt-get install nodejs npm)")
+    if not (NODE_DIR / "node_modules" / "@openiap" / "nodeapi").exists():
+        pytest.fail(
+            f"@openiap/nodeapi is not installed in {NODE_DIR}: run ./scripts/bootstrap --dev"
+        )
+    if transport == "ws":
+        url = proto_server["ws"] + "/ws/v2"
+    else:
+        url = f"grpc://127.0.0.1:{proto_server['grpc']}"
+    process = await asyncio.create_subprocess_exec(
+        "node", "nodeapi_driver.js", url, "admin", "admin", cwd=NODE_DIR,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 180)
+    lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+    assert lines, f"no report\n{out.decode()[-3000:]}\n{err.decode()[-3000:]}"
+    report: dict[str, Any] = json.loads(lines[-1])
+    sys.stderr.write(lines[-1] + "\n")
+    assert "fatal" not in report, report["fatal"]
+    assert report["signin"]["username"] == "admin"
+    assert report["jwt"]
+    assert report["insertone"]["name"] == "node one"
+    assert [d["name"] for d in report["query"]] == ["node one"]
+    assert report["count"] == 1
+    assert report["updateone"]["name"] == "node one!"
+    assert report["updatedocument"] == {"matchedCount": 1, "modifiedCount": 1}
+    assert report["watchevents"] == [["insert", "watched"]]
+    assert report["deleteone"] == 1
+    assert report["registerqueue"] == "nodeq"
+    assert report["rpc"]["echo"] == {"x": 1}
+    assert report["pushworkitem"]["state"] == "new"
+    assert report["popworkitem"]["state"] == "successful"
+    assert report["upload"]["id"]
+    assert report["download"] == {"filename": "up.txt", "content": "uploaded by nodeapi"}
+    assert report["signin_jwt"]["username"] == "admin"
+    assert report["jwt_count"] >= 1
+    assert "error" in report["signin_bad"], report["signin_bad"]
 
 
 # -- malformed input on /ws/v2 ------------------------------------------------------------------
