@@ -53,6 +53,7 @@ FIRST_PARTY = {
     "nodered": "iapflow-nodered",
     # agent runtimes of iapflow-nodered
     "process": "iapflow-nodered",
+    "docker": "iapflow-nodered",
     "stub": "iapflow-nodered",
 }
 

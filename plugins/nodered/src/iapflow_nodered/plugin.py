@@ -1,4 +1,5 @@
-"""The plugin entry point: agent runtimes ``process`` and ``stub``, and the Node-RED commands."""
+"""The plugin entry point: agent runtimes ``process``, ``docker`` and ``stub``, and the Node-RED
+commands."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ from typing import Any
 
 from iapflow import hookimpl
 from iapflow_nodered.commands import COMMANDS
+from iapflow_nodered.docker import build_docker
 from iapflow_nodered.process import build_process
 from iapflow_nodered.stub import build_stub
 
 
 @hookimpl
 def register_agent_runtimes(register: Callable[[str, Any], None]) -> None:
-    """Provide runtime ``process`` (Node-RED from npm as local processes) and ``stub``."""
+    """Provide runtimes ``process`` (Node-RED from npm as local processes), ``docker``
+    (containers through aiodocker) and ``stub``."""
     register("process", build_process)
+    register("docker", build_docker)
     register("stub", build_stub)
 
 
