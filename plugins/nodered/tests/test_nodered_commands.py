@@ -1,6 +1,7 @@
-"""The per-user Node-RED commands through the JSON websocket API: OpenFlow's rights rules and
-audit on the stub runtime, a clear error with no runtime configured, and on the real Node-RED
-an instance that outlives an iapflow server restart and is adopted by the next server."""
+"""The per-user Node-RED commands (OpenFlow 1.4) and the agent commands (1.5) through the JSON
+websocket API: OpenFlow's rights rules and audit on the stub runtime, a clear error with no
+runtime configured, and on the real Node-RED an instance that outlives an iapflow server
+restart and is adopted by the next server."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from iapflow import wellknown
+from iapflow.security.acl import READ
 from iapflow.testing import JsonClient, ReplyError, make_test_config, running_server
 from iapflow_nodered.process import pid_alive
 
@@ -188,3 +190,64 @@ async def test_real_node_red_survives_a_server_restart_and_is_adopted(
         assert (await admin.call("deletenoderedinstance", _id=alice.user["_id"]))["result"]
     assert not pid_alive(pod["pid"], folder)
     assert not _exists(folder)
+
+
+# -- the 1.5 agent commands ----------------------------------------------------------------
+
+
+async def _agent(client: JsonClient, slug: str, **fields: Any) -> dict[str, Any]:
+    item = {"_type": "agent", "name": slug, "slug": slug, **fields}
+    reply = await client.call("insertone", collectionname="agents", item=item)
+    return dict(reply["result"])
+
+
+async def test_the_agent_set_on_an_agent_the_user_created(stub_server: Connect) -> None:
+    admin = await _admin(stub_server)
+    alice = await _user(stub_server, admin, nodered=False)
+    agent = await _agent(alice, "alicebot", image="openiap/nodered", environment={"A": "1"})
+    started = (await alice.call("startagent", agentid=agent["_id"]))["result"]
+    assert started["name"] == "alicebot" and started["state"] == "running"
+    pods = (await alice.call("getagentpods", agentid=agent["_id"]))["results"]
+    assert [p["name"] for p in pods] == ["alicebot"]
+    assert "Started flows" in (await alice.call("getagentlog", agentid=agent["_id"]))["result"]
+    stopped = (await alice.call("stopagent", agentid=agent["_id"]))["result"]
+    assert stopped["state"] == "stopped"
+    again = (await alice.call("deleteagentpod", agentid=agent["_id"]))["result"]
+    assert again["state"] == "running"
+    assert (await alice.call("deleteagent", agentid=agent["_id"]))["result"] is True
+    found = await alice.call("query", collectionname="agents", query={"_id": agent["_id"]})
+    assert found["result"] == []
+    audit = await admin.call(
+        "query", collectionname="audit", query={"_type": "nodered", "agentid": agent["_id"]}
+    )
+    assert {"startagent", "stopagent", "deleteagentpod", "deleteagent"} <= {
+        entry["name"] for entry in audit["result"]
+    }
+
+
+async def test_another_user_needs_invoke_right(stub_server: Connect) -> None:
+    admin = await _admin(stub_server)
+    alice = await _user(stub_server, admin, nodered=False)
+    bob = await _user(stub_server, admin, nodered=False)
+    agent = await _agent(alice, "alicebot2", image="openiap/nodered")
+    await alice.call("startagent", agentid=agent["_id"])
+    with pytest.raises(ReplyError, match="not found"):
+        await bob.call("getagentlog", agentid=agent["_id"])
+    acl = [*agent["_acl"], {"_id": bob.user["_id"], "name": "bob", "rights": READ}]
+    await alice.call("updateone", collectionname="agents", item={**agent, "_acl": acl})
+    for command in ("startagent", "stopagent", "getagentlog", "deleteagentpod", "deleteagent"):
+        with pytest.raises(ReplyError, match="invoke right"):
+            await bob.call(command, agentid=agent["_id"])
+    assert (await alice.call("getagentpods", agentid=agent["_id"]))["results"][0]["state"] == (
+        "running"
+    )
+
+
+async def test_an_agent_without_image_runs_elsewhere(stub_server: Connect) -> None:
+    admin = await _admin(stub_server)
+    daemon = await _agent(admin, "daemonbox")
+    assert (await admin.call("startagent", agentid=daemon["_id"]))["result"] is None
+    assert (await admin.call("getagentpods", agentid=daemon["_id"]))["results"] == []
+    assert (await admin.call("stopagent", agentid=daemon["_id"]))["result"] is None
+    with pytest.raises(ReplyError, match="agentid is required"):
+        await admin.call("startagent")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from iapflow import hookimpl
+from iapflow_nodered.agents_commands import COMMANDS as AGENT_COMMANDS
 from iapflow_nodered.commands import COMMANDS
 from iapflow_nodered.docker import build_docker
 from iapflow_nodered.process import build_process
@@ -24,6 +25,7 @@ def register_agent_runtimes(register: Callable[[str, Any], None]) -> None:
 
 @hookimpl
 def register_commands(register: Callable[..., None]) -> None:
-    """Provide the per-user Node-RED commands (``ensurenoderedinstance``...)."""
-    for name, handler in COMMANDS.items():
+    """Provide the per-user Node-RED commands (``ensurenoderedinstance``...) and the agent
+    commands (``startagent``...)."""
+    for name, handler in {**COMMANDS, **AGENT_COMMANDS}.items():
         register(name, handler)
