@@ -136,7 +136,7 @@ class RabbitDelivery(Delivery):
     """An aiormq message as a :class:`Delivery` (consumed without aio-pika's message wrapper,
     which cost a second task and a dozen checked attribute writes per message)."""
 
-    def __init__(self, queue: str, message: DeliveredMessage) -> None:
+    def __init__(self, session: RabbitSession, queue: str, message: DeliveredMessage) -> None:
         properties = message.header.properties
         self.queue = queue
         self.body = message.body
@@ -148,19 +148,28 @@ class RabbitDelivery(Delivery):
         self.headers = dict(properties.headers or {})
         self.redelivered = bool(message.redelivered)
         self._message = message
+        self._session = session
+
+    def _settle_on(self) -> aiormq.abc.AbstractChannel:
+        # Once the session started closing its channel, settle nothing more on it (aiormq would
+        # still send the frame until RabbitMQ's close-ok): closing the channel puts the
+        # unacknowledged messages back anyway.
+        if self._session.closed:
+            raise BrokerError("cannot settle: the connection's broker session is closed")
+        return self._message.channel
 
     # Straight on aiormq's channel, without waiting for the socket to drain: an ack gets no
     # answer from RabbitMQ anyway, and waiting cost the delivery two more loop iterations.
 
     async def ack(self) -> None:
         try:
-            await self._message.channel.basic_ack(self._message.delivery_tag or 0, wait=False)
+            await self._settle_on().basic_ack(self._message.delivery_tag or 0, wait=False)
         except _CLOSED as exc:
             raise BrokerError(f"cannot acknowledge: the channel closed ({exc!r})") from exc
 
     async def nack(self, requeue: bool = True) -> None:
         try:
-            await self._message.channel.basic_nack(
+            await self._settle_on().basic_nack(
                 self._message.delivery_tag or 0, requeue=requeue, wait=False
             )
         except _CLOSED as exc:
@@ -214,7 +223,7 @@ class RabbitSession(BrokerSession):
         channel = await self._channel().get_underlay_channel()
 
         async def on_message(message: DeliveredMessage) -> None:
-            await consumer(RabbitDelivery(name, message))
+            await consumer(RabbitDelivery(self, name, message))
 
         ok = await channel.basic_consume(name, on_message, no_ack=False)
         tag = ok.consumer_tag or ""
