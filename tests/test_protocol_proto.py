@@ -1,8 +1,10 @@
-"""The OpenIAP protobuf protocol with the official PyPI ``openiap`` 0.0.37 client, over websocket
-``/ws/v2`` and over gRPC, plus malformed envelopes from a raw websocket.
+"""The OpenIAP protobuf protocol with the official clients over websocket ``/ws/v2`` and gRPC:
+PyPI ``openiap`` 0.0.37, npm ``@openiap/nodeapi`` 0.0.39 and the Rust core (PyPI
+``openiap-edge`` 0.0.38); plus malformed envelopes from a raw websocket.
 
-The client runs in its own venv (``.venv-openiap``, made by ``scripts/bootstrap --dev``): it needs
-``websockets<14`` while iapflow's tests use a newer one, and it installs a top-level ``proto``.
+The Python clients run in venvs of their own (``.venv-openiap``, ``.venv-edge``, made by
+``scripts/bootstrap --dev``): pyapi needs ``websockets<14`` while iapflow's tests use a newer one,
+and both install a top-level ``openiap``. The Node client lives in ``tests/clients/node``.
 """
 
 from __future__ import annotations
@@ -187,6 +189,40 @@ async def test_nodeapi_client_end_to_end(
     assert report["signin_jwt"]["username"] == "admin"
     assert report["jwt_count"] >= 1
     assert "error" in report["signin_bad"], report["signin_bad"]
+
+
+EDGE_PYTHON = ROOT / ".venv-edge" / "bin" / "python"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["ws", "grpc"])
+async def test_rust_core_client_end_to_end(proto_server: dict[str, Any], transport: str) -> None:
+    if not EDGE_PYTHON.exists():
+        pytest.fail(f"{EDGE_PYTHON} is missing: run ./scripts/bootstrap --dev")
+    if transport == "ws":
+        url = proto_server["ws"] + "/ws/v2"
+    else:
+        url = f"grpc://127.0.0.1:{proto_server['grpc']}"
+    process = await asyncio.create_subprocess_exec(
+        str(EDGE_PYTHON), str(Path(__file__).parent / "clients" / "edge_driver.py"),
+        url, "admin", "admin",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+    assert lines, f"no report\n{out.decode()[-3000:]}\n{err.decode()[-3000:]}"
+    report: dict[str, Any] = json.loads(lines[-1])
+    sys.stderr.write(lines[-1] + "\n")
+    assert report["connect"] is True
+    assert report["signin"]["jwt"] is True
+    assert report["insertone"]["name"] == "edge"
+    assert [d["name"] for d in report["query"]] == ["edge"]
+    assert report["count"] == 1
+    assert report["updateone"]["name"] == "edge!"
+    assert report["deleteone"] == 1
+    assert report["downloaded"] == {"edge.txt": "uploaded by the rust core"}
+    assert report["bad_connect"] is True
+    assert "error" in report["signin_bad"]
 
 
 # -- malformed input on /ws/v2 ------------------------------------------------------------------
