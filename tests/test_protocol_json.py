@@ -149,3 +149,16 @@ async def test_many_requests_in_flight_all_get_their_own_reply(admin: JsonClient
 
     results = await asyncio.gather(*(insert(n) for n in range(100)))
     assert results == list(range(100))
+
+
+async def test_config_endpoint_lists_the_protocols(server: str) -> None:
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        reply = (
+            await http.get(server.replace("ws://", "http://").removesuffix("/ws") + "/config")
+        ).json()
+    assert reply["protocols"]["json"] == ["/", "/ws", "/ws/v1"]
+    assert reply["protocols"]["proto"] == ["/ws/v2"]
+    assert "grpc" not in reply["protocols"]  # the tests run with [grpc] port = 0
+    assert reply["websocket_package_size"] == 25000

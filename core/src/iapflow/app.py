@@ -39,7 +39,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> Starlette:
                 "version": __version__,
                 "websocket_package_size": config.websocket.package_size,
                 "supports_watch": platform.dispatcher.commands.get("watch") is not None,
-                "protocols": {"json": list(JSON_PATHS)},
+                "protocols": _protocols(platform),
             }
         )
 
@@ -77,3 +77,13 @@ def uvicorn_config(app: Starlette, config: Config, log_level: str | None = None)
         ws_ping_timeout=ws.ping_timeout_seconds,
         lifespan="on",
     )
+
+
+def _protocols(platform: Platform) -> dict[str, Any]:
+    """Where each protocol is served, for clients that read ``/config`` to pick one."""
+    protocols: dict[str, Any] = {"json": list(JSON_PATHS)}
+    if platform.plugins.pm.has_plugin("iapflow.builtin.proto_transport"):
+        protocols["proto"] = ["/ws/v2"]
+        if platform.config.grpc.port:
+            protocols["grpc"] = {"port": platform.config.grpc.port}
+    return protocols
