@@ -12,7 +12,9 @@ Every method is keyed by the instance name, idempotent where that makes sense, a
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -138,6 +140,24 @@ class AgentRuntime(Protocol):
         """Labels per cluster node (Kubernetes), or None where there are no nodes."""
 
 
+async def poll_until_ready(
+    runtime: AgentRuntime, name: str, within: float, interval: float
+) -> InstanceStatus:
+    """``wait_ready`` for runtimes that learn readiness by asking ``status`` every ``interval``
+    seconds: the running status, or :class:`AgentRuntimeError` once the instance crashed,
+    stopped or vanished, or ``within`` seconds passed."""
+    deadline = time.monotonic() + within
+    while True:
+        status = await runtime.status(name)
+        if status.state == "running":
+            return status
+        if status.state in ("crashed", "absent", "stopped"):
+            raise AgentRuntimeError(f"instance {name!r} is {status.state}: {status.reason}")
+        if time.monotonic() > deadline:
+            raise AgentRuntimeError(f"instance {name!r} was not ready within {within:g} s")
+        await asyncio.sleep(interval)
+
+
 __all__ = [
     "STATES",
     "AgentRuntime",
@@ -147,4 +167,5 @@ __all__ = [
     "InstanceStatus",
     "RuntimeContext",
     "instance_name",
+    "poll_until_ready",
 ]

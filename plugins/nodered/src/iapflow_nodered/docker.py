@@ -11,9 +11,7 @@ label. A missing image is pulled once; if that fails the error names the image.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from typing import Any
 
 import aiodocker
@@ -25,6 +23,7 @@ from iapflow.agents import (
     InstanceSpec,
     InstanceStatus,
     RuntimeContext,
+    poll_until_ready,
 )
 from iapflow.errors import ConfigError
 
@@ -239,16 +238,7 @@ class DockerRuntime:
 
     async def wait_ready(self, name: str, within: float = 60.0) -> InstanceStatus:
         """Wait until the container runs."""
-        deadline = time.monotonic() + within
-        while True:
-            status = await self.status(name)
-            if status.state == "running":
-                return status
-            if status.state in ("crashed", "absent", "stopped"):
-                raise AgentRuntimeError(f"instance {name!r} is {status.state}: {status.reason}")
-            if time.monotonic() > deadline:
-                raise AgentRuntimeError(f"instance {name!r} was not ready within {within:g} s")
-            await asyncio.sleep(0.2)
+        return await poll_until_ready(self, name, within, interval=0.2)
 
     async def logs(self, name: str, lines: int = 50) -> str:
         """The container's last ``lines`` lines of output."""

@@ -34,6 +34,7 @@ from iapflow.agents import (
     InstanceSpec,
     InstanceStatus,
     RuntimeContext,
+    poll_until_ready,
 )
 from iapflow.errors import ConfigError
 from iapflow_nodered.install import DEFAULT_VERSION, ensure_installed, find_node
@@ -511,16 +512,7 @@ class ProcessRuntime:
 
     async def wait_ready(self, name: str, within: float = 60.0) -> InstanceStatus:
         """Wait until the editor answers HTTP 200."""
-        deadline = time.monotonic() + within
-        while True:
-            status = await self.status(name)
-            if status.state == "running":
-                return status
-            if status.state in ("crashed", "absent", "stopped"):
-                raise AgentRuntimeError(f"instance {name!r} is {status.state}: {status.reason}")
-            if time.monotonic() > deadline:
-                raise AgentRuntimeError(f"instance {name!r} was not ready within {within:g} s")
-            await asyncio.sleep(0.1)
+        return await poll_until_ready(self, name, within, interval=0.1)
 
     async def logs(self, name: str, lines: int = 50) -> str:
         """The last ``lines`` lines of the instance's log file."""

@@ -8,17 +8,16 @@ the server.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from iapflow.agents import (
-    AgentRuntimeError,
     InstanceNotFound,
     InstanceSpec,
     InstanceStatus,
     RuntimeContext,
+    poll_until_ready,
 )
 from iapflow.errors import ConfigError
 
@@ -131,16 +130,7 @@ class StubRuntime:
 
     async def wait_ready(self, name: str, within: float = 60.0) -> InstanceStatus:
         """Sleep until the start delay has passed."""
-        deadline = time.monotonic() + within
-        while True:
-            status = await self.status(name)
-            if status.state == "running":
-                return status
-            if status.state in ("crashed", "absent", "stopped"):
-                raise AgentRuntimeError(f"instance {name!r} is {status.state}: {status.reason}")
-            if time.monotonic() > deadline:
-                raise AgentRuntimeError(f"instance {name!r} was not ready within {within:g} s")
-            await asyncio.sleep(0.01)
+        return await poll_until_ready(self, name, within, interval=0.01)
 
     async def logs(self, name: str, lines: int = 50) -> str:
         """The canned log lines."""
