@@ -80,6 +80,27 @@ def _die_with_parent() -> None:  # child side of fork: get SIGTERM if the bench 
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def stored_document(item: dict[str, Any], doc_id: str, uid: str, uname: str) -> dict[str, Any]:
+    """``item`` as the server stores an insert by that user: system fields and ``_acl``."""
+    now = utcnow()
+    return {
+        **item,
+        "_id": doc_id,
+        "_type": "unknown",
+        "_acl": [
+            {"_id": uid, "name": uname, "rights": FULL_CONTROL},
+            {"_id": wellknown.ADMINS, "name": "admins", "rights": FULL_CONTROL},
+        ],
+        "_created": now,
+        "_createdby": uname,
+        "_createdbyid": uid,
+        "_modified": now,
+        "_modifiedby": uname,
+        "_modifiedbyid": uid,
+        "_version": 0,
+    }
+
+
 class ServerProcess:
     """``iapflow serve`` as a subprocess with a temporary TOML config."""
 
@@ -401,27 +422,8 @@ class Workload:
 
         async def op() -> None:
             self._counter += 1
-            now = utcnow()
-            await collection.insert_one(
-                {
-                    "name": f"write {self._counter}",
-                    "n": self._counter,
-                    "tags": ["bench"],
-                    "_id": new_id(),
-                    "_type": "unknown",
-                    "_acl": [
-                        {"_id": uid, "name": uname, "rights": FULL_CONTROL},
-                        {"_id": wellknown.ADMINS, "name": "admins", "rights": FULL_CONTROL},
-                    ],
-                    "_created": now,
-                    "_createdby": uname,
-                    "_createdbyid": uid,
-                    "_modified": now,
-                    "_modifiedby": uname,
-                    "_modifiedbyid": uid,
-                    "_version": 0,
-                }
-            )
+            item = {"name": f"write {self._counter}", "n": self._counter, "tags": ["bench"]}
+            await collection.insert_one(stored_document(item, new_id(), uid, uname))
 
         return op
 

@@ -40,13 +40,12 @@ from bench_api import (
     _raise_interrupt,
     cpu_seconds,
     self_cpu_seconds,
+    stored_document,
 )
 from pymongo import AsyncMongoClient
 
 from iapflow import wellknown
 from iapflow.ids import new_id
-from iapflow.jsonutil import utcnow
-from iapflow.security.acl import FULL_CONTROL
 from iapflow.testing.client import JsonClient
 from iapflow_mongo.embedded import EmbeddedServer
 
@@ -217,25 +216,9 @@ class RawSide(Side):
         """The document the server would store for the same item: system fields and _acl."""
         assert self.write_client is not None
         uid, uname = self.user["_id"], self.user.get("name", "")
-        now = utcnow()
+        item = {"name": f"write {doc_id}", "tags": ["bench"]}
         await self.write_client[self.database][RAW_COLLECTION].insert_one(
-            {
-                "_id": doc_id,
-                "name": f"write {doc_id}",
-                "tags": ["bench"],
-                "_type": "unknown",
-                "_acl": [
-                    {"_id": uid, "name": uname, "rights": FULL_CONTROL},
-                    {"_id": wellknown.ADMINS, "name": "admins", "rights": FULL_CONTROL},
-                ],
-                "_created": now,
-                "_createdby": uname,
-                "_createdbyid": uid,
-                "_modified": now,
-                "_modifiedby": uname,
-                "_modifiedbyid": uid,
-                "_version": 0,
-            }
+            stored_document(item, doc_id, uid, uname)
         )
         return time.perf_counter()
 
