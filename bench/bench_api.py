@@ -104,7 +104,15 @@ def stored_document(item: dict[str, Any], doc_id: str, uid: str, uname: str) -> 
 class ServerProcess:
     """``iapflow serve`` as a subprocess with a temporary TOML config."""
 
-    def __init__(self, workdir: Path, mongo_uri: str, database: str, cprofile: str | None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        mongo_uri: str,
+        database: str,
+        cprofile: str | None = None,
+        extra_config: str = "",
+    ) -> None:
+        """``extra_config`` is TOML appended to the config, e.g. a ``[messaging]`` section."""
         self.port = free_port()
         self.workdir = workdir
         self.config = workdir / "iapflow.toml"
@@ -121,7 +129,7 @@ class ServerProcess:
             "[auth]\n"
             f'admin_username = "{ADMIN_USER}"\n'
             f'admin_password = "{ADMIN_PASSWORD}"\n'
-            "bcrypt_rounds = 4\n"
+            "bcrypt_rounds = 4\n" + extra_config
         )
         command = [sys.executable]
         if cprofile:

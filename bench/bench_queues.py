@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,65 +45,12 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
-from bench_api import cpu_seconds, self_cpu_seconds
+from bench_api import ADMIN_PASSWORD, ADMIN_USER, ServerProcess, cpu_seconds, self_cpu_seconds
 
 from iapflow.testing.client import JsonClient
-from iapflow_mongo.embedded import EmbeddedServer, free_port
+from iapflow_mongo.embedded import EmbeddedServer
 
-HOST = "127.0.0.1"
-ADMIN_USER, ADMIN_PASSWORD = "admin", "admin-bench"
 PAYLOAD = {"text": "x" * 200, "n": 0}
-
-
-class Server:
-    """``iapflow serve`` in a subprocess on the embedded store and RabbitMQ."""
-
-    def __init__(self, workdir: Path, mongo_uri: str, amqp_url: str) -> None:
-        self.port = free_port()
-        self.config = workdir / "iapflow.toml"
-        self.log = workdir / "server.log"
-        self.config.write_text(
-            f'[server]\nhost = "{HOST}"\nport = {self.port}\n'
-            f'data_dir = {json.dumps(str(workdir / "data"))}\nlog_level = "warning"\n'
-            f'[storage]\nurl = {json.dumps(mongo_uri)}\ndatabase = "benchq"\n'
-            f'[messaging]\nbackend = "rabbit"\namqp_url = {json.dumps(amqp_url)}\n'
-            f'[auth]\nadmin_username = "{ADMIN_USER}"\nadmin_password = "{ADMIN_PASSWORD}"\n'
-            "bcrypt_rounds = 4\n"
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"ws://{HOST}:{self.port}/ws"
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IAPFLOW_")}
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "iapflow.cli", "serve", "--config", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"iapflow serve exited:\n{self.log.read_text()[-3000:]}")
-            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), 0.2):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("iapflow serve did not start")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 async def timed(one: Callable[[], Awaitable[None]], in_flight: int, seconds: float) -> float:
@@ -348,7 +293,8 @@ async def main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-queues-"))
     store = EmbeddedServer(str(work / "mongo"), sync_on_commit=False)
     store.start()
-    server = Server(work, store.uri, args.amqp_url)
+    messaging = f'[messaging]\nbackend = "rabbit"\namqp_url = {json.dumps(args.amqp_url)}\n'
+    server = ServerProcess(work, store.uri, "benchq", extra_config=messaging)
     try:
         server.start()
         iapflow, raw = IapflowSide(server.url), RawSide(args.amqp_url)
