@@ -99,6 +99,46 @@ async def test_a_crashed_instance_is_restarted(process_runtime: ProcessRuntime) 
     assert "exited unexpectedly" in await process_runtime.logs(name, 500)
 
 
+async def _kill_and_wait_for_exit(runtime: ProcessRuntime, name: str, pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(300):
+        if (await runtime.status(name)).pid != pid:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the runtime still reports pid {pid} after SIGKILL")
+
+
+async def test_a_crash_loop_stops_at_the_restart_limit(tmp_path: Path, node_red_dir: Path) -> None:
+    runtime = build_process(_options(node_red_dir, max_restarts=1), RuntimeContext(tmp_path))
+    await runtime.start()
+    name = _name()
+    try:
+        await runtime.ensure(InstanceSpec(name=name))
+        first = await runtime.wait_ready(name, 60)
+        assert first.pid is not None
+        await _kill_and_wait_for_exit(runtime, name, first.pid)
+        second = await runtime.wait_ready(name, 60)
+        assert second.pid not in (None, first.pid) and second.restarts == 1
+        assert second.pid is not None
+        await _kill_and_wait_for_exit(runtime, name, second.pid)
+        for _ in range(100):
+            status = await runtime.status(name)
+            if status.state == "crashed":
+                break
+            await asyncio.sleep(0.1)
+        assert status.state == "crashed", status
+        assert status.pid is None and status.restarts == 1
+        assert "crashed 2 times within 300 s; not restarted" in status.reason
+        await asyncio.sleep(1.0)  # longer than the back-off: still no new process
+        assert (await runtime.status(name)).pid is None
+        again = await runtime.start_instance(name)  # a user's start clears the crash
+        assert again.state != "crashed"
+        assert (await runtime.wait_ready(name, 60)).pid is not None
+    finally:
+        await runtime.remove(name)
+        await runtime.stop()
+
+
 async def test_a_busy_port_is_refused_with_its_number(
     process_runtime: ProcessRuntime,
 ) -> None:
