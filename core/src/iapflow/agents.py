@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -91,10 +92,13 @@ class InstanceStatus:
 
 @dataclass
 class RuntimeContext:
-    """What the platform hands a runtime factory: the data directory and the server's URL."""
+    """What the platform hands a runtime factory: the data directory, the server's URL and
+    ``issue_token(user_id)``, which returns a long-lived token for that user (OpenFlow gives
+    each Node-RED instance one for its owner in the ``jwt`` environment variable)."""
 
     data_dir: Path
     api_ws_url: str = ""
+    issue_token: Callable[[str], str] | None = None
 
 
 @runtime_checkable

@@ -97,8 +97,16 @@ class Platform:
             runtime_factory = require(self.plugins.agent_runtimes(), agents.runtime, "agent")
             server = self.config.server
             api_url = f"ws://{server.host}:{server.port}/ws"
+            auth = self.config.auth
+            issuer = TokenService(
+                self._secret, auth.token_lifetime_seconds, auth.long_token_lifetime_days * 86400
+            )
+
+            def issue_token(user_id: str) -> str:
+                return issuer.issue(user_id, long=True)
+
             self.agents = runtime_factory(
-                agents.options(), RuntimeContext(self.config.data_dir, api_url)
+                agents.options(), RuntimeContext(self.config.data_dir, api_url, issue_token)
             )
 
     async def start_storage(self) -> None:
