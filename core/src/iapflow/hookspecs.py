@@ -144,6 +144,22 @@ def register_commands(register: Callable[..., None]) -> None:
     """
 
 
+@hookspec
+def register_customcommands(register: Callable[[str, Any], None]) -> None:
+    """Called at startup to collect the sub-commands of ``customcommand`` (OpenFlow's
+    ``customcommand`` with ``command: "<name>"``), next to the core's admin sub-commands.
+
+    :param register: call ``register(name, handler)``; ``handler(request)`` is an ``async``
+        function taking an :class:`iapflow.dispatch.Request` (``request.data`` holds the
+        ``customcommand`` fields: ``command``, ``id``, ``name``, ``data``) and returning the
+        reply's ``result``. It checks the caller's rights itself; only the core's own
+        sub-commands are admin-only. Two plugins registering one name fail startup.
+    :return: nothing.
+
+    .. versionadded:: 0.1
+    """
+
+
 # ---------------------------------------------------------------------------------------------
 # web
 # ---------------------------------------------------------------------------------------------

@@ -166,6 +166,10 @@ class Plugins:
             impl.function(register=register)
         return registry
 
+    def customcommands(self) -> Registry[Any]:
+        """``customcommand`` sub-command handlers by name (``register_customcommands``)."""
+        return self._collect("register_customcommands", "customcommand")
+
     def routes(self) -> list[Any]:
         """Extra routes from ``register_routes``."""
         routes: list[Any] = []

@@ -1,15 +1,24 @@
-"""Built-in plugin: admin commands: ``housekeeping``, indexes, ``customcommand``."""
+"""Built-in plugin: admin commands: ``housekeeping``, indexes, ``customcommand``.
+
+``customcommand`` runs the sub-command named by ``command``. The core's own sub-commands
+(``getclients``, ``killwebsocketclient``, ``clearcache``) are admin-only; plugins add more
+through the ``register_customcommands`` hook, and those check rights themselves.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iapflow import audit, hookimpl
 from iapflow.builtin import housekeeping as housekeeping_pass
 from iapflow.data.query import as_object, collection_name
 from iapflow.dispatch import Request
 from iapflow.errors import AccessDenied, ApiError
+from iapflow.registry import Registry
+
+if TYPE_CHECKING:
+    from iapflow.platform import Platform
 
 INDEX_OPTIONS = frozenset(
     {
@@ -136,16 +145,49 @@ SUBCOMMANDS = {
     "killwebsocketclient": _killwebsocketclient,
     "clearcache": _clearcache,
 }
+STATE_KEY = "iapflow.commands.admin"
+
+
+def _admin_only(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    async def checked(request: Request) -> Any:
+        _admin(request)
+        return await handler(request)
+
+    checked.__doc__ = handler.__doc__
+    return checked
+
+
+def subcommands(platform: Platform) -> Registry[Any]:
+    """The ``customcommand`` sub-commands of every plugin, collected once per platform."""
+    registry: Registry[Any] | None = platform.state.get(STATE_KEY)
+    if registry is None:
+        registry = platform.state[STATE_KEY] = platform.plugins.customcommands()
+    return registry
 
 
 async def customcommand(request: Request) -> dict[str, Any]:
-    """Admin sub-commands named by ``command``: getclients, killwebsocketclient, clearcache."""
+    """The sub-command named by ``command``: the core's admin ones (getclients,
+    killwebsocketclient, clearcache) and those plugins add."""
+    registry = subcommands(request.platform)
     name = request.data.get("command")
-    handler = SUBCOMMANDS.get(name) if isinstance(name, str) else None
+    handler = registry.get(name) if isinstance(name, str) else None
     if handler is None:
-        raise ApiError(f"unknown customcommand {name!r}; known: {', '.join(sorted(SUBCOMMANDS))}")
-    _admin(request)
+        known = ", ".join(registry.names())
+        raise ApiError(f"unknown customcommand {name!r}; known: {known}")
     return {"result": await handler(request)}
+
+
+@hookimpl
+def register_customcommands(register: Callable[[str, Any], None]) -> None:
+    """Provide the core's admin-only sub-commands."""
+    for name, handler in SUBCOMMANDS.items():
+        register(name, _admin_only(handler))
+
+
+@hookimpl
+def startup(platform: Platform) -> None:
+    """Collect the sub-commands now, so that two plugins claiming one name stop startup."""
+    subcommands(platform)
 
 
 @hookimpl
