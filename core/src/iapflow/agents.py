@@ -53,6 +53,8 @@ class InstanceSpec:
     memory_mb: int | None = None
     image: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    """Node labels the instance must run on (Kubernetes); other runtimes ignore it."""
 
 
 @dataclass

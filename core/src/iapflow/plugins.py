@@ -54,6 +54,7 @@ FIRST_PARTY = {
     # agent runtimes of iapflow-nodered
     "process": "iapflow-nodered",
     "docker": "iapflow-nodered",
+    "kubernetes": "iapflow-nodered[kubernetes]",
     "stub": "iapflow-nodered",
 }
 
