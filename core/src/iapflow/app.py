@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from iapflow import __version__
+from iapflow import __version__, web
 from iapflow.config import Config
 from iapflow.platform import Platform
 from iapflow.plugins import Plugins
@@ -56,6 +56,7 @@ def create_app(config: Config, plugins: Plugins | None = None) -> Starlette:
         Route("/-/plugins", plugins_endpoint),
         *(WebSocketRoute(path, ws.endpoint) for path in JSON_PATHS),
         *platform.plugins.routes(),
+        *web.routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.platform = platform

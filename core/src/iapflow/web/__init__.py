@@ -1,0 +1,69 @@
+"""The web interface: static assets (this folder) served under ``/ui``.
+
+The pages are plain ES modules that talk to the server only through the JSON websocket
+protocol and the HTTP file routes, with the signed-in user's token, like any other client.
+docs/web-ui.md describes the pages and how to add one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Message, Receive, Scope, Send
+
+ASSETS = Path(__file__).parent
+
+# Only the UI's own files may run; the websocket and file routes are on the same origin.
+HEADERS = {
+    "content-security-policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-cache",
+}
+
+
+# This folder is also a Python package: serve the assets only, never the Python files.
+SERVED_SUFFIXES = (".html", ".css", ".js", ".png", ".svg", ".ico", "/")
+
+
+class UiFiles(StaticFiles):
+    """``StaticFiles`` for the UI assets, with the security headers on every answer."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].endswith(SERVED_SUFFIXES):
+            response = Response("Not Found", status_code=404, headers=HEADERS)
+            await response(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.extend((k.encode(), v.encode()) for k, v in HEADERS.items())
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await super().__call__(scope, receive, send_with_headers)
+
+
+async def _to_ui(_request: Request) -> Response:
+    return RedirectResponse("/ui/", status_code=307)
+
+
+def routes() -> list[BaseRoute]:
+    """``/ui/`` serves the assets; ``GET /`` and ``/ui`` redirect there.
+
+    ``Route("/")`` only matches HTTP requests, so the JSON websocket on ``/`` is unaffected.
+    """
+    return [
+        Route("/", _to_ui, methods=["GET", "HEAD"]),
+        Route("/ui", _to_ui, methods=["GET", "HEAD"]),
+        Mount("/ui", app=UiFiles(directory=ASSETS, html=True), name="ui"),
+    ]

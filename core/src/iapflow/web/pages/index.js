@@ -1,0 +1,4 @@
+// Every page of the web interface, one import per page. A page module registers itself
+// (registry.js): adding a page is one new file in this folder and one line here.
+import "./signin.js";
+import "./placeholders.js";

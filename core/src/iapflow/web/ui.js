@@ -1,0 +1,131 @@
+// Small DOM helpers shared by the pages. Text always goes in as text, never as HTML.
+
+/** Build an element: h("button", {type: "button", onclick: fn}, "Save"). */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
+    else if (key === "class") el.className = value;
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key === "value" || key === "checked" || key === "selected") el[key] = value;
+    else if (value === true) el.setAttribute(key, "");
+    else el.setAttribute(key, String(value));
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+}
+
+/** Replace the content of `el`. */
+export function setContent(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
+}
+
+/** A status line for errors and notices; `show(error)` puts the server's words in it. */
+export function statusLine() {
+  const el = h("p", { class: "status", role: "status", "aria-live": "polite" });
+  el.show = (message, kind = "info") => {
+    el.textContent = message;
+    el.className = `status ${kind}`;
+    el.setAttribute("role", kind === "error" ? "alert" : "status");
+  };
+  el.error = (err) => el.show(err && err.message ? err.message : String(err), "error");
+  el.clear = () => el.show("");
+  return el;
+}
+
+/** Run `action` while `button` is disabled; errors go to `status` (a statusLine). */
+export async function run(button, status, action) {
+  if (button) button.disabled = true;
+  if (status) status.clear();
+  try {
+    return await action();
+  } catch (err) {
+    if (status) status.error(err);
+    else throw err;
+    return undefined;
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+/** Parse JSON typed by the user; the error names the field. */
+export function parseJson(text, label) {
+  const trimmed = text.trim();
+  if (trimmed === "") return {};
+  try {
+    return JSON.parse(trimmed);
+  } catch (err) {
+    throw new Error(`${label} is not valid JSON: ${err.message}`);
+  }
+}
+
+export function pretty(value) {
+  return JSON.stringify(value, null, 2);
+}
+
+/** A labelled form field; returns {row, input}. */
+export function field(label, input, hint) {
+  const id = input.id || `f-${Math.random().toString(36).slice(2, 9)}`;
+  input.id = id;
+  const row = h("div", { class: "field" }, h("label", { for: id }, label), input, hint ? h("small", {}, hint) : null);
+  return { row, input };
+}
+
+/** A table: columns are [{title, cell(row) -> node|string}]. */
+export function table(columns, rows, caption) {
+  const head = h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c.title)));
+  const body = rows.map((row) => h("tr", {}, columns.map((c) => h("td", { "data-label": c.title }, c.cell(row)))));
+  return h(
+    "div",
+    { class: "table-wrap" },
+    h("table", { class: "stack" }, caption ? h("caption", {}, caption) : null, h("thead", {}, head), h("tbody", {}, body)),
+  );
+}
+
+/** Previous/next paging: state {skip, top, count}; onChange(skip). */
+export function pager(state, onChange) {
+  const { skip, top, count, shown } = state;
+  const last = skip + shown;
+  const total = count === undefined || count === null ? "" : ` of ${count}`;
+  const label = shown ? `${skip + 1}–${last}${total}` : `none${total}`;
+  const hasNext = count === undefined || count === null ? shown === top : last < count;
+  return h(
+    "nav",
+    { class: "pager", "aria-label": "pages" },
+    h("button", { type: "button", disabled: skip === 0, onclick: () => onChange(Math.max(0, skip - top)) }, "Previous"),
+    h("span", { class: "range" }, label),
+    h("button", { type: "button", disabled: !hasNext, onclick: () => onChange(skip + top) }, "Next"),
+  );
+}
+
+export function formatDate(value) {
+  if (!value) return "";
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? String(value) : date.toLocaleString();
+}
+
+/** A link to a route: link("entity", {c: "entities", id}, "open"). */
+export function link(page, params, text) {
+  return h("a", { href: href(page, params) }, text);
+}
+
+export function href(page, params = {}) {
+  const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined && v !== null && v !== ""));
+  const tail = query.toString();
+  return `#/${page}${tail ? `?${tail}` : ""}`;
+}
+
+/** Escape text for use inside a regular expression. */
+export function escapeRegex(text) {
+  return text.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+}
