@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from iapflow.testing import JsonClient, ReplyError
+from iapflow.testing import JsonClient, ReplyError, make_test_config, running_server
 
 Connect = Callable[..., Awaitable[JsonClient]]
 
@@ -393,6 +394,44 @@ async def test_claimed_queues_are_refused_to_others(
     with pytest.raises(ReplyError, match="access denied"):
         await send(bob, exchangename=ex, data={})
     await send(admin, queuename=name, data={})  # admins may
+
+
+async def test_two_servers_racing_for_a_name_claim_it_once(
+    tmp_path: Path,
+    mongo_storage: dict[str, Any],
+    config_overrides: dict[str, dict[str, Any]],
+    admin: JsonClient,
+    make_user: Callable[..., Awaitable[JsonClient]],
+) -> None:
+    """Two API replicas on one store: when two users register the same new name at the same
+    moment, one on each replica, exactly one of them claims it."""
+    alice = await make_user()
+    bob_name = f"bob{uuid.uuid4().hex[:6]}"
+    await make_user(bob_name)
+    other = make_test_config(tmp_path / "replica", mongo_storage, **config_overrides)
+    async with running_server(other) as base:
+        bob = JsonClient(base + "/ws")
+        await bob.connect()
+        try:
+            await bob.signin(bob_name, "secret")
+            for _ in range(5):
+                name = unique("race")
+                outcomes = await asyncio.gather(
+                    alice.call("registerqueue", queuename=name),
+                    bob.call("registerqueue", queuename=name),
+                    return_exceptions=True,
+                )
+                refused = [o for o in outcomes if isinstance(o, BaseException)]
+                assert len(refused) == 1, outcomes
+                assert isinstance(refused[0], ReplyError)
+                assert "access denied" in str(refused[0])
+                found = await admin.call("query", collectionname="mq", query={"name": name})
+                assert len(found["result"]) == 1
+                await (bob if refused[0] is outcomes[0] else alice).call(
+                    "closequeue", queuename=name
+                )
+        finally:
+            await bob.close()
 
 
 async def test_temporary_queue_of_another_connection_cannot_be_claimed(

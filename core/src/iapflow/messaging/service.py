@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -60,6 +61,11 @@ def queue_name(value: Any, what: str = "queuename") -> str:
     if name in RESERVED or name.startswith("amq."):
         raise AccessDenied(f"{what} {name!r} is reserved for the server")
     return name
+
+
+def _claim_id(kind: str, name: str) -> str:
+    """The ``_id`` of the ``mq`` document that claims ``name``: the same on every server."""
+    return f"{kind}-" + hashlib.sha256(name.encode()).hexdigest()[:32]
 
 
 def temporary_name(clientagent: str) -> str:
@@ -306,7 +312,18 @@ class QueueService:
                         f"access denied: queue {name!r} is in use by another connection "
                         "(a temporary queue) and cannot be claimed"
                     )
-            await self.platform.data.insert_one(principal, MQ, {"_type": kind, "name": name})
+            # The _id is the claim: when another server claims the same name between our
+            # lookup and this insert, the store refuses the second insert (duplicate key) and
+            # the name is checked against the winner's document like any claimed name.
+            claim = {"_id": _claim_id(kind, name), "_type": kind, "name": name}
+            try:
+                await self.platform.data.insert_one(principal, MQ, claim)
+            except ApiError:
+                self._lookups.pop((kind, name), None)
+                target = await self._lookup(kind, name)
+                if target.kind == "none":
+                    raise
+                self._check(principal, target, name, consume=True)
             self._lookups.pop((kind, name), None)
 
     # -- sending --------------------------------------------------------------------------------
