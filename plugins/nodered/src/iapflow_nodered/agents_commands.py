@@ -18,6 +18,7 @@ from iapflow.dispatch import Request
 from iapflow.errors import AccessDenied, ApiError
 from iapflow.security.acl import DELETE, INVOKE, has_right
 from iapflow_nodered.commands import runtime_of
+from iapflow_nodered.shaping import as_results, delete_pod, pods_of
 
 COLLECTION = "agents"
 
@@ -89,8 +90,7 @@ async def getagentpods(request: Request) -> dict[str, Any]:
     """The agent's instance as a list of pods (empty when it does not run here)."""
     runtime = runtime_of(request)
     agent = await _agent(request)
-    status = await runtime.status(_name(agent))
-    return {"results": [] if status.state == "absent" else [status.as_dict()]}
+    return {"results": as_results(await pods_of(runtime, _name(agent)))}
 
 
 async def getagentlog(request: Request) -> dict[str, Any]:
@@ -105,12 +105,16 @@ async def getagentlog(request: Request) -> dict[str, Any]:
 
 
 async def deleteagentpod(request: Request) -> dict[str, Any]:
-    """Delete the agent's pod: outside Kubernetes, restart its instance."""
+    """Delete the agent's pod (``podname``, default all of them): outside Kubernetes, restart
+    its instance."""
     runtime = runtime_of(request)
     agent = await _agent(request)
     if (await runtime.status(_name(agent))).state == "absent":
         return {"result": None}
-    status = await runtime.restart(_name(agent))
+    pod = request.data.get("podname") or _name(agent)
+    if not isinstance(pod, str):
+        raise ApiError("podname must be a pod name (see getagentpods)")
+    status = await delete_pod(runtime, _name(agent), pod)
     await _audit(request, "deleteagentpod", agent)
     return {"result": status.as_dict()}
 

@@ -15,6 +15,7 @@ from iapflow.agents import AgentRuntime, AgentRuntimeError, InstanceSpec, instan
 from iapflow.dispatch import Request
 from iapflow.errors import AccessDenied, ApiError
 from iapflow.security.acl import UPDATE, has_right
+from iapflow_nodered.shaping import as_results, delete_pod, pods_of
 
 NO_RUNTIME = (
     'no agent runtime is configured: set [agents] runtime = "process" (Node-RED as local '
@@ -46,6 +47,16 @@ async def _target(request: Request, needs_role: bool) -> dict[str, Any]:
     if target_id != user.id and not has_right(user, target, UPDATE):
         raise AccessDenied(f"{request.command}: you need update right on user {target_id}")
     return target
+
+
+async def _instance(
+    request: Request, needs_role: bool = False
+) -> tuple[AgentRuntime, dict[str, Any], str]:
+    """The prelude of every command on an existing instance: the runtime, the target user
+    (after the rights checks) and the instance's name."""
+    runtime = runtime_of(request)
+    target = await _target(request, needs_role)
+    return runtime, target, instance_name(str(target.get("username") or ""))
 
 
 def _spec(request: Request, target: dict[str, Any]) -> InstanceSpec:
@@ -98,9 +109,7 @@ async def startnoderedinstance(request: Request) -> dict[str, Any]:
 
 async def restartnoderedinstance(request: Request) -> dict[str, Any]:
     """Stop and start the user's instance."""
-    runtime = runtime_of(request)
-    target = await _target(request, needs_role=True)
-    name = instance_name(str(target.get("username") or ""))
+    runtime, target, name = await _instance(request, needs_role=True)
     status = await runtime.restart(name)
     await _audit(request, "restartinstance", name, target)
     return {"result": status.as_dict()}
@@ -108,9 +117,7 @@ async def restartnoderedinstance(request: Request) -> dict[str, Any]:
 
 async def stopnoderedinstance(request: Request) -> dict[str, Any]:
     """Stop the user's instance, keeping its data."""
-    runtime = runtime_of(request)
-    target = await _target(request, needs_role=False)
-    name = instance_name(str(target.get("username") or ""))
+    runtime, target, name = await _instance(request)
     status = await runtime.stop_instance(name)
     await _audit(request, "stopinstance", name, target)
     return {"result": status.as_dict()}
@@ -118,42 +125,34 @@ async def stopnoderedinstance(request: Request) -> dict[str, Any]:
 
 async def deletenoderedinstance(request: Request) -> dict[str, Any]:
     """Stop the user's instance and delete it with its data."""
-    runtime = runtime_of(request)
-    target = await _target(request, needs_role=False)
-    name = instance_name(str(target.get("username") or ""))
+    runtime, target, name = await _instance(request)
     removed = await runtime.remove(name)
     await _audit(request, "deleteinstance", name, target)
     return {"result": removed}
 
 
 async def deletenoderedpod(request: Request) -> dict[str, Any]:
-    """Delete one pod of the instance; a process or stub instance is restarted instead."""
-    runtime = runtime_of(request)
-    target = await _target(request, needs_role=False)
-    name = instance_name(str(target.get("username") or ""))
+    """Delete one pod of the instance (``instancename``, default all of them): Kubernetes starts
+    a new one; a process, docker or stub instance is restarted instead."""
+    runtime, target, name = await _instance(request)
     pod = request.data.get("instancename") or name
-    if pod != name:
-        raise ApiError(f"instance {name!r} has no pod {pod!r}")
-    status = await runtime.restart(name)
+    if not isinstance(pod, str):
+        raise ApiError("instancename must be a pod name (see getnoderedinstance)")
+    status = await delete_pod(runtime, name, pod)
     await _audit(request, "deletepod", name, target)
     return {"result": status.as_dict()}
 
 
 async def getnoderedinstance(request: Request) -> dict[str, Any]:
     """The user's instance as a list of pods (empty when it does not exist)."""
-    runtime = runtime_of(request)
-    target = await _target(request, needs_role=False)
-    name = instance_name(str(target.get("username") or ""))
-    status = await runtime.status(name)
-    results = [] if status.state == "absent" else [status.as_dict()]
+    runtime, _target_user, name = await _instance(request)
+    results = as_results(await pods_of(runtime, name))
     return {"results": results, "result": results[0] if results else None}
 
 
 async def getnoderedinstancelog(request: Request) -> dict[str, Any]:
     """The last lines the user's instance logged."""
-    runtime = runtime_of(request)
-    target = await _target(request, needs_role=False)
-    name = instance_name(str(target.get("username") or ""))
+    runtime, target, name = await _instance(request)
     lines = request.data.get("lines", 50)
     if not isinstance(lines, int) or not 1 <= lines <= 10000:
         raise ApiError("lines must be a number from 1 to 10000")

@@ -26,6 +26,7 @@ from iapflow.agents import (
     poll_until_ready,
 )
 from iapflow.errors import ConfigError
+from iapflow_nodered.shaping import absent, mapped, statuses
 
 OPTIONS: dict[str, Any] = {
     "url": "",
@@ -160,15 +161,16 @@ class DockerRuntime:
 
     def _status(self, name: str, info: dict[str, Any] | None) -> InstanceStatus:
         if info is None:
-            return InstanceStatus(name=name, state="absent")
+            return absent(name)
         state = info.get("State", {})
         labels = info.get("Config", {}).get("Labels", {})
         reason = state.get("Error", "") or (
             f"exit code {state.get('ExitCode')}" if state.get("Status") == "exited" else ""
         )
-        return InstanceStatus(
-            name=name,
-            state=_STATES.get(state.get("Status", ""), "unknown"),
+        return mapped(
+            name,
+            state.get("Status", ""),
+            _STATES,
             owner_id=labels.get("userid", ""),
             url=f"http://{name}:{NODE_RED_PORT}/",
             pid=state.get("Pid") or None,
@@ -228,13 +230,8 @@ class DockerRuntime:
         """Every container labelled as managed by iapflow."""
         filters = json.dumps({"label": [f"{MANAGED_BY}=iapflow"]})
         containers = await self.docker.containers.list(all=True, filters=filters)
-        result = []
-        for container in containers:
-            labels = container._container.get("Labels", {})
-            name = labels.get(INSTANCE_LABEL)
-            if name:
-                result.append(await self.status(name))
-        return result
+        names = [c._container.get("Labels", {}).get(INSTANCE_LABEL) for c in containers]
+        return await statuses(self, [name for name in names if name])
 
     async def wait_ready(self, name: str, within: float = 60.0) -> InstanceStatus:
         """Wait until the container runs."""

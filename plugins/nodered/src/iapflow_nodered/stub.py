@@ -20,6 +20,7 @@ from iapflow.agents import (
     poll_until_ready,
 )
 from iapflow.errors import ConfigError
+from iapflow_nodered.shaping import absent, statuses
 
 FAIL_START_PREFIX = "stubfailstart"
 
@@ -121,12 +122,12 @@ class StubRuntime:
         """The instance's state, ``absent`` if unknown."""
         instance = self._instances.get(name)
         if instance is None:
-            return InstanceStatus(name=name, state="absent")
+            return absent(name)
         return self._status(instance)
 
     async def list(self) -> list[InstanceStatus]:
         """Every instance."""
-        return [self._status(i) for i in self._instances.values()]
+        return await statuses(self, list(self._instances))
 
     async def wait_ready(self, name: str, within: float = 60.0) -> InstanceStatus:
         """Sleep until the start delay has passed."""
