@@ -230,6 +230,102 @@ class DropCollectionResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class col_timeseries(_message.Message):
+    __slots__ = ("timeField", "metaField", "granularity")
+    TIMEFIELD_FIELD_NUMBER: _ClassVar[int]
+    METAFIELD_FIELD_NUMBER: _ClassVar[int]
+    GRANULARITY_FIELD_NUMBER: _ClassVar[int]
+    timeField: str
+    metaField: str
+    granularity: str
+    def __init__(self, timeField: _Optional[str] = ..., metaField: _Optional[str] = ..., granularity: _Optional[str] = ...) -> None: ...
+
+class col_collation(_message.Message):
+    __slots__ = ("locale", "caseLevel", "caseFirst", "strength", "numericOrdering", "alternate", "maxVariable", "backwards")
+    LOCALE_FIELD_NUMBER: _ClassVar[int]
+    CASELEVEL_FIELD_NUMBER: _ClassVar[int]
+    CASEFIRST_FIELD_NUMBER: _ClassVar[int]
+    STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    NUMERICORDERING_FIELD_NUMBER: _ClassVar[int]
+    ALTERNATE_FIELD_NUMBER: _ClassVar[int]
+    MAXVARIABLE_FIELD_NUMBER: _ClassVar[int]
+    BACKWARDS_FIELD_NUMBER: _ClassVar[int]
+    locale: str
+    caseLevel: bool
+    caseFirst: str
+    strength: int
+    numericOrdering: bool
+    alternate: str
+    maxVariable: str
+    backwards: bool
+    def __init__(self, locale: _Optional[str] = ..., caseLevel: _Optional[bool] = ..., caseFirst: _Optional[str] = ..., strength: _Optional[int] = ..., numericOrdering: _Optional[bool] = ..., alternate: _Optional[str] = ..., maxVariable: _Optional[str] = ..., backwards: _Optional[bool] = ...) -> None: ...
+
+class CreateCollectionRequest(_message.Message):
+    __slots__ = ("collectionname", "collation", "timeseries", "expireAfterSeconds", "changeStreamPreAndPostImages", "capped", "max", "size")
+    COLLECTIONNAME_FIELD_NUMBER: _ClassVar[int]
+    COLLATION_FIELD_NUMBER: _ClassVar[int]
+    TIMESERIES_FIELD_NUMBER: _ClassVar[int]
+    EXPIREAFTERSECONDS_FIELD_NUMBER: _ClassVar[int]
+    CHANGESTREAMPREANDPOSTIMAGES_FIELD_NUMBER: _ClassVar[int]
+    CAPPED_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    collectionname: str
+    collation: col_collation
+    timeseries: col_timeseries
+    expireAfterSeconds: int
+    changeStreamPreAndPostImages: bool
+    capped: bool
+    max: int
+    size: int
+    def __init__(self, collectionname: _Optional[str] = ..., collation: _Optional[_Union[col_collation, _Mapping]] = ..., timeseries: _Optional[_Union[col_timeseries, _Mapping]] = ..., expireAfterSeconds: _Optional[int] = ..., changeStreamPreAndPostImages: _Optional[bool] = ..., capped: _Optional[bool] = ..., max: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...
+
+class CreateCollectionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CreateIndexRequest(_message.Message):
+    __slots__ = ("collectionname", "index", "options", "name")
+    COLLECTIONNAME_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    collectionname: str
+    index: str
+    options: str
+    name: str
+    def __init__(self, collectionname: _Optional[str] = ..., index: _Optional[str] = ..., options: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class CreateIndexResponse(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: str
+    def __init__(self, result: _Optional[str] = ...) -> None: ...
+
+class GetIndexesRequest(_message.Message):
+    __slots__ = ("collectionname",)
+    COLLECTIONNAME_FIELD_NUMBER: _ClassVar[int]
+    collectionname: str
+    def __init__(self, collectionname: _Optional[str] = ...) -> None: ...
+
+class GetIndexesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: str
+    def __init__(self, results: _Optional[str] = ...) -> None: ...
+
+class DropIndexRequest(_message.Message):
+    __slots__ = ("collectionname", "name")
+    COLLECTIONNAME_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    collectionname: str
+    name: str
+    def __init__(self, collectionname: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class DropIndexResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class QueryRequest(_message.Message):
     __slots__ = ("query", "collectionname", "projection", "top", "skip", "orderby", "queryas", "explain")
     QUERY_FIELD_NUMBER: _ClassVar[int]
@@ -786,6 +882,98 @@ class DeleteWorkitemResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class Ace(_message.Message):
+    __slots__ = ("_id", "deny", "rights")
+    _ID_FIELD_NUMBER: _ClassVar[int]
+    DENY_FIELD_NUMBER: _ClassVar[int]
+    RIGHTS_FIELD_NUMBER: _ClassVar[int]
+    _id: str
+    deny: bool
+    rights: int
+    def __init__(self, _id: _Optional[str] = ..., deny: _Optional[bool] = ..., rights: _Optional[int] = ...) -> None: ...
+
+class WorkItemQueue(_message.Message):
+    __slots__ = ("workflowid", "robotqueue", "amqpqueue", "projectid", "usersrole", "maxretries", "retrydelay", "initialdelay", "success_wiqid", "failed_wiqid", "success_wiq", "failed_wiq", "_id", "_acl", "name", "_createdbyid", "_createdby", "_created", "_modifiedbyid", "_modifiedby", "_modified", "_version", "packageid", "_workspaceid")
+    WORKFLOWID_FIELD_NUMBER: _ClassVar[int]
+    ROBOTQUEUE_FIELD_NUMBER: _ClassVar[int]
+    AMQPQUEUE_FIELD_NUMBER: _ClassVar[int]
+    PROJECTID_FIELD_NUMBER: _ClassVar[int]
+    USERSROLE_FIELD_NUMBER: _ClassVar[int]
+    MAXRETRIES_FIELD_NUMBER: _ClassVar[int]
+    RETRYDELAY_FIELD_NUMBER: _ClassVar[int]
+    INITIALDELAY_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_WIQID_FIELD_NUMBER: _ClassVar[int]
+    FAILED_WIQID_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_WIQ_FIELD_NUMBER: _ClassVar[int]
+    FAILED_WIQ_FIELD_NUMBER: _ClassVar[int]
+    _ID_FIELD_NUMBER: _ClassVar[int]
+    _ACL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    _CREATEDBYID_FIELD_NUMBER: _ClassVar[int]
+    _CREATEDBY_FIELD_NUMBER: _ClassVar[int]
+    _CREATED_FIELD_NUMBER: _ClassVar[int]
+    _MODIFIEDBYID_FIELD_NUMBER: _ClassVar[int]
+    _MODIFIEDBY_FIELD_NUMBER: _ClassVar[int]
+    _MODIFIED_FIELD_NUMBER: _ClassVar[int]
+    _VERSION_FIELD_NUMBER: _ClassVar[int]
+    PACKAGEID_FIELD_NUMBER: _ClassVar[int]
+    _WORKSPACEID_FIELD_NUMBER: _ClassVar[int]
+    workflowid: str
+    robotqueue: str
+    amqpqueue: str
+    projectid: str
+    usersrole: str
+    maxretries: int
+    retrydelay: int
+    initialdelay: int
+    success_wiqid: str
+    failed_wiqid: str
+    success_wiq: str
+    failed_wiq: str
+    _id: str
+    _acl: _containers.RepeatedCompositeFieldContainer[Ace]
+    name: str
+    _createdbyid: str
+    _createdby: str
+    _created: _timestamp_pb2.Timestamp
+    _modifiedbyid: str
+    _modifiedby: str
+    _modified: _timestamp_pb2.Timestamp
+    _version: int
+    packageid: str
+    _workspaceid: str
+    def __init__(self, workflowid: _Optional[str] = ..., robotqueue: _Optional[str] = ..., amqpqueue: _Optional[str] = ..., projectid: _Optional[str] = ..., usersrole: _Optional[str] = ..., maxretries: _Optional[int] = ..., retrydelay: _Optional[int] = ..., initialdelay: _Optional[int] = ..., success_wiqid: _Optional[str] = ..., failed_wiqid: _Optional[str] = ..., success_wiq: _Optional[str] = ..., failed_wiq: _Optional[str] = ..., _id: _Optional[str] = ..., _acl: _Optional[_Iterable[_Union[Ace, _Mapping]]] = ..., name: _Optional[str] = ..., _createdbyid: _Optional[str] = ..., _createdby: _Optional[str] = ..., _created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., _modifiedbyid: _Optional[str] = ..., _modifiedby: _Optional[str] = ..., _modified: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., _version: _Optional[int] = ..., packageid: _Optional[str] = ..., _workspaceid: _Optional[str] = ...) -> None: ...
+
+class AddWorkItemQueueRequest(_message.Message):
+    __slots__ = ("workitemqueue", "skiprole")
+    WORKITEMQUEUE_FIELD_NUMBER: _ClassVar[int]
+    SKIPROLE_FIELD_NUMBER: _ClassVar[int]
+    workitemqueue: WorkItemQueue
+    skiprole: bool
+    def __init__(self, workitemqueue: _Optional[_Union[WorkItemQueue, _Mapping]] = ..., skiprole: _Optional[bool] = ...) -> None: ...
+
+class AddWorkItemQueueResponse(_message.Message):
+    __slots__ = ("workitemqueue",)
+    WORKITEMQUEUE_FIELD_NUMBER: _ClassVar[int]
+    workitemqueue: WorkItemQueue
+    def __init__(self, workitemqueue: _Optional[_Union[WorkItemQueue, _Mapping]] = ...) -> None: ...
+
+class UpdateWorkItemQueueRequest(_message.Message):
+    __slots__ = ("workitemqueue", "skiprole", "purge")
+    WORKITEMQUEUE_FIELD_NUMBER: _ClassVar[int]
+    SKIPROLE_FIELD_NUMBER: _ClassVar[int]
+    PURGE_FIELD_NUMBER: _ClassVar[int]
+    workitemqueue: WorkItemQueue
+    skiprole: bool
+    purge: bool
+    def __init__(self, workitemqueue: _Optional[_Union[WorkItemQueue, _Mapping]] = ..., skiprole: _Optional[bool] = ..., purge: _Optional[bool] = ...) -> None: ...
+
+class UpdateWorkItemQueueResponse(_message.Message):
+    __slots__ = ("workitemqueue",)
+    WORKITEMQUEUE_FIELD_NUMBER: _ClassVar[int]
+    workitemqueue: WorkItemQueue
+    def __init__(self, workitemqueue: _Optional[_Union[WorkItemQueue, _Mapping]] = ...) -> None: ...
+
 class DeleteWorkItemQueueRequest(_message.Message):
     __slots__ = ("wiq", "wiqid", "purge")
     WIQ_FIELD_NUMBER: _ClassVar[int]
@@ -797,5 +985,75 @@ class DeleteWorkItemQueueRequest(_message.Message):
     def __init__(self, wiq: _Optional[str] = ..., wiqid: _Optional[str] = ..., purge: _Optional[bool] = ...) -> None: ...
 
 class DeleteWorkItemQueueResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StartAgentRequest(_message.Message):
+    __slots__ = ("agentid",)
+    AGENTID_FIELD_NUMBER: _ClassVar[int]
+    agentid: str
+    def __init__(self, agentid: _Optional[str] = ...) -> None: ...
+
+class StartAgentResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StopAgentRequest(_message.Message):
+    __slots__ = ("agentid",)
+    AGENTID_FIELD_NUMBER: _ClassVar[int]
+    agentid: str
+    def __init__(self, agentid: _Optional[str] = ...) -> None: ...
+
+class StopAgentResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetAgentLogRequest(_message.Message):
+    __slots__ = ("agentid", "podname")
+    AGENTID_FIELD_NUMBER: _ClassVar[int]
+    PODNAME_FIELD_NUMBER: _ClassVar[int]
+    agentid: str
+    podname: str
+    def __init__(self, agentid: _Optional[str] = ..., podname: _Optional[str] = ...) -> None: ...
+
+class GetAgentLogResponse(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: str
+    def __init__(self, result: _Optional[str] = ...) -> None: ...
+
+class GetAgentPodsRequest(_message.Message):
+    __slots__ = ("agentid", "stats")
+    AGENTID_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    agentid: str
+    stats: bool
+    def __init__(self, agentid: _Optional[str] = ..., stats: _Optional[bool] = ...) -> None: ...
+
+class GetAgentPodsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: str
+    def __init__(self, results: _Optional[str] = ...) -> None: ...
+
+class DeleteAgentPodRequest(_message.Message):
+    __slots__ = ("agentid", "podname")
+    AGENTID_FIELD_NUMBER: _ClassVar[int]
+    PODNAME_FIELD_NUMBER: _ClassVar[int]
+    agentid: str
+    podname: str
+    def __init__(self, agentid: _Optional[str] = ..., podname: _Optional[str] = ...) -> None: ...
+
+class DeleteAgentPodResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeleteAgentRequest(_message.Message):
+    __slots__ = ("agentid",)
+    AGENTID_FIELD_NUMBER: _ClassVar[int]
+    agentid: str
+    def __init__(self, agentid: _Optional[str] = ...) -> None: ...
+
+class DeleteAgentResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

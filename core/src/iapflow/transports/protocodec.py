@@ -4,6 +4,12 @@ Each proto command names a request and a response message; JSON-typed fields tra
 holding JSON and are decoded here, so the handlers see the same data as on the JSON protocol.
 A few commands have other names inside (``updatedocument`` is ``updatemany``, ``pushworkitem``
 is ``addworkitem``, ``unregisterqueue`` is ``closequeue``).
+
+:data:`COMMANDS` covers every dispatcher command for which the public ``openiap/proto`` schema
+has a message. Commands without one (``getworkitemqueue``, ``housekeeping``, the Node-RED
+instance commands, ``getdeleteddocuments``, ``restoredocument``, ``updatefile``) stay on the JSON
+protocol; ``savefile``/``getfile`` are ``upload``/``download`` here. :data:`JSON_ONLY` lists
+them, and a test checks that the two lists together cover the dispatcher.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ M = TypeVar("M", bound=Message)
 # Request fields that hold JSON text; decoded before dispatch (left as text when not JSON).
 _JSON_FIELDS = frozenset(
     {"query", "projection", "item", "items", "aggregates", "document", "data", "payload",
-     "metadata", "options", "hint"}
+     "metadata", "options", "hint", "index"}
 )  # fmt: skip
 
 
@@ -56,6 +62,38 @@ def _workitems(reply: dict[str, Any]) -> dict[str, Any]:
 def _distinct(reply: dict[str, Any]) -> dict[str, Any]:
     values = reply.get("result", reply.get("results")) or []
     return {"results": [v if isinstance(v, str) else jsonutil.dumps(v) for v in values]}
+
+
+# WorkItemQueue fields the server sets itself; what a client sends back in them is ignored.
+_SERVER_SET_QUEUE_FIELDS = (
+    "_created", "_modified", "_createdby", "_createdbyid", "_modifiedby", "_modifiedbyid",
+    "_version", "usersrole", "_workspaceid",
+)  # fmt: skip
+
+
+def _workitemqueue_in(data: dict[str, Any]) -> dict[str, Any]:
+    queue = data.pop("workitemqueue", None) or {}
+    if isinstance(queue, dict):
+        for key in _SERVER_SET_QUEUE_FIELDS:
+            queue.pop(key, None)
+        data = {**queue, **data}
+    return data
+
+
+def _workitemqueue(reply: dict[str, Any]) -> dict[str, Any]:
+    return {"workitemqueue": reply.get("result")}
+
+
+def _getdocumentversion_in(data: dict[str, Any]) -> dict[str, Any]:
+    data.setdefault("version", 0)  # proto3 drops a zero: version 0 is the first version
+    return data
+
+
+def _createcollection_in(data: dict[str, Any]) -> dict[str, Any]:
+    # MongoDB takes {"enabled": true}; the schema has a plain flag
+    if data.pop("changeStreamPreAndPostImages", False):
+        data["changeStreamPreAndPostImages"] = {"enabled": True}
+    return data
 
 
 def _signin_in(data: dict[str, Any]) -> dict[str, Any]:
@@ -113,9 +151,13 @@ COMMANDS: dict[str, ProtoCommand] = {
     "count": _command("Count"),
     "aggregate": _command("Aggregate", from_reply=_results),
     "distinct": _command("Distinct", from_reply=_distinct),
-    "getdocumentversion": _command("GetDocumentVersion"),
+    "getdocumentversion": _command("GetDocumentVersion", to_dict=_getdocumentversion_in),
     "listcollections": _command("ListCollections", from_reply=_results),
+    "createcollection": _command("CreateCollection", to_dict=_createcollection_in),
     "dropcollection": _command("DropCollection"),
+    "createindex": _command("CreateIndex"),
+    "getindexes": _command("GetIndexes"),
+    "dropindex": _command("DropIndex"),
     "insertone": _command("InsertOne"),
     "insertmany": _command("InsertMany", from_reply=_results),
     "updateone": _command("UpdateOne"),
@@ -137,9 +179,29 @@ COMMANDS: dict[str, ProtoCommand] = {
     "popworkitem": _command("PopWorkitem", from_reply=_workitem),
     "updateworkitem": _command("UpdateWorkitem", to_dict=_updateworkitem_in, from_reply=_workitem),
     "deleteworkitem": _command("DeleteWorkitem"),
+    "addworkitemqueue": _command(
+        "AddWorkItemQueue", to_dict=_workitemqueue_in, from_reply=_workitemqueue
+    ),
+    "updateworkitemqueue": _command(
+        "UpdateWorkItemQueue", to_dict=_workitemqueue_in, from_reply=_workitemqueue
+    ),
     "deleteworkitemqueue": _command("DeleteWorkItemQueue"),
     "customcommand": _command("CustomCommand"),
+    "startagent": _command("StartAgent"),
+    "stopagent": _command("StopAgent"),
+    "getagentlog": _command("GetAgentLog"),
+    "getagentpods": _command("GetAgentPods"),
+    "deleteagentpod": _command("DeleteAgentPod"),
+    "deleteagent": _command("DeleteAgent"),
 }
+
+# Dispatcher commands the public schema has no message for: JSON protocol only.
+JSON_ONLY = frozenset(
+    {"getworkitemqueue", "housekeeping", "getdeleteddocuments", "restoredocument", "updatefile",
+     "savefile", "getfile", "ensurenoderedinstance", "startnoderedinstance",
+     "restartnoderedinstance", "stopnoderedinstance", "deletenoderedinstance", "deletenoderedpod",
+     "getnoderedinstance", "getnoderedinstancelog", "getkubenodelabels"}
+)  # fmt: skip
 
 
 def _maybe_json(text: str) -> Any:

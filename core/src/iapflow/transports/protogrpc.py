@@ -2,8 +2,12 @@
 
 One ``SetupStream`` call is one connection (sign-in, queues and watches belong to it); envelopes
 flow both ways as on ``/ws/v2`` without a length prefix. Response headers go out as soon as the
-call opens, because the Rust client waits for them before it sends anything. The other RPCs of
-the upstream schema are not served (no official client calls them), as in OpenFlow.
+call opens, because the Rust client waits for them before it sends anything. Incoming messages
+are parsed here rather than by grpc, so bytes that are not an Envelope get an ``error`` envelope
+and the stream stays open (grpc would end the call); a message over ``[grpc]
+max_message_bytes`` ends the call with ``RESOURCE_EXHAUSTED``, which grpc does itself. The
+other RPCs of the upstream schema are not served (no official client calls them), as in
+OpenFlow.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from iapflow.platform import Platform
 from iapflow.proto import openiap_pb2 as pb
@@ -46,7 +51,7 @@ class GrpcConnection(ProtoConnection):
             self.closed = True
             self.outbox.put_nowait(_DONE)
 
-    async def serve(self, requests: AsyncIterator[pb.Envelope]) -> AsyncIterator[pb.Envelope]:
+    async def serve(self, requests: AsyncIterator[bytes]) -> AsyncIterator[pb.Envelope]:
         """Read requests in a task while yielding replies and pushes."""
         await self.context.send_initial_metadata(())
         await self.opened()
@@ -63,9 +68,15 @@ class GrpcConnection(ProtoConnection):
                 await reader
             await self.finished()
 
-    async def _read(self, requests: AsyncIterator[pb.Envelope]) -> None:
+    async def _read(self, requests: AsyncIterator[bytes]) -> None:
         try:
-            async for envelope in requests:
+            async for message in requests:
+                envelope = pb.Envelope()
+                try:
+                    envelope.ParseFromString(message)
+                except DecodeError:
+                    await self.send_error("message is not an openiap.Envelope", "")
+                    continue
                 await self.received(envelope)
         except (asyncio.CancelledError, grpc.aio.AioRpcError):
             pass
@@ -106,7 +117,7 @@ class GrpcServer:
         )
 
         async def setup_stream(
-            requests: AsyncIterator[pb.Envelope], context: grpc.aio.ServicerContext[Any, Any]
+            requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[pb.Envelope]:
             async for envelope in GrpcConnection(self.platform, context).serve(requests):
                 yield envelope
@@ -116,7 +127,7 @@ class GrpcServer:
             {
                 "SetupStream": grpc.stream_stream_rpc_method_handler(
                     setup_stream,
-                    request_deserializer=pb.Envelope.FromString,
+                    request_deserializer=None,  # raw bytes: parsed in GrpcConnection._read
                     response_serializer=pb.Envelope.SerializeToString,
                 )
             },
