@@ -9,11 +9,12 @@ import time
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from iapflow.testing import JsonClient, ReplyError
+from iapflow.testing import JsonClient, ReplyError, make_test_config, running_server
 
 MakeUser = Callable[..., Awaitable[JsonClient]]
 Connect = Callable[..., Awaitable[JsonClient]]
@@ -291,6 +292,38 @@ async def test_delete_needs_invoke_and_delete(make_user: MakeUser) -> None:
     with pytest.raises(ReplyError, match="lack the delete right"):
         await other.call("deleteworkitem", _id=item["_id"])
     await owner.call("deleteworkitem", _id=item["_id"])
+
+
+async def test_two_servers_racing_to_add_a_queue_create_it_once(
+    tmp_path: Path, mongo_storage: dict[str, Any], admin: JsonClient
+) -> None:
+    """Two API replicas on one store, the same new queue name added on both at once: one
+    queue, one ``<name> users`` role, and the other caller told the name is taken."""
+    async with running_server(make_test_config(tmp_path / "replica", mongo_storage)) as base:
+        other = JsonClient(base + "/ws")
+        await other.connect()
+        try:
+            await other.signin("admin", "admin")
+            for _ in range(5):
+                name = f"race{uuid.uuid4().hex[:8]}"
+                outcomes = await asyncio.gather(
+                    admin.call("addworkitemqueue", name=name),
+                    other.call("addworkitemqueue", name=name),
+                    return_exceptions=True,
+                )
+                refused = [o for o in outcomes if isinstance(o, BaseException)]
+                assert len(refused) == 1, outcomes
+                assert "already exists" in str(refused[0])
+                queues = await admin.call(
+                    "query", collectionname="mq", query={"_type": "workitemqueue", "name": name}
+                )
+                assert len(queues["result"]) == 1
+                roles = await admin.call(
+                    "query", collectionname="users", query={"name": f"{name} users"}
+                )
+                assert len(roles["result"]) == 1
+        finally:
+            await other.close()
 
 
 async def test_purge_and_delete_of_a_queue_with_items(admin: JsonClient) -> None:

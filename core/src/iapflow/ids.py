@@ -5,6 +5,7 @@ OpenFlow stores ids as strings too, so its data moves over unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import threading
@@ -21,6 +22,13 @@ def new_id() -> str:
         count = next(_counter) & 0xFFFFFF
     raw = int(time.time()).to_bytes(4, "big") + _process_random + count.to_bytes(3, "big")
     return raw.hex()
+
+
+def name_id(kind: str, name: str) -> str:
+    """The id of the one document that claims ``name`` for ``kind`` (an ``mq`` queue, exchange
+    or work item queue): the same on every server, so a store's unique ``_id`` settles a race
+    between API replicas creating the same name."""
+    return hashlib.sha256(f"{kind}\0{name}".encode()).hexdigest()[:24]
 
 
 def is_id(value: object) -> bool:

@@ -27,7 +27,7 @@ from iapflow import audit, wellknown
 from iapflow.data.files import decode_base64, inflate, pieces, secure_files
 from iapflow.data.query import coerce
 from iapflow.errors import AccessDenied, ApiError, DuplicateKeyError, StorageError
-from iapflow.ids import new_id
+from iapflow.ids import name_id, new_id
 from iapflow.jsonutil import parse_iso_date, utcnow
 from iapflow.security.acl import (
     DELETE,
@@ -291,6 +291,7 @@ class WorkitemService:
                 role = await self._users_role(principal, name)
                 ensure_ace(acl, role["_id"], role["name"], FULL_CONTROL)
             doc = {
+                "_id": name_id(QUEUE_TYPE, name),  # another replica's same name: duplicate key
                 "_type": QUEUE_TYPE,
                 "name": name,
                 **fields,
@@ -306,6 +307,8 @@ class WorkitemService:
             except BaseException:
                 if role is not None:
                     await self.platform.data.delete_one(_ROOT, "users", role["_id"])
+                if await self._find_queue({"name": name}, ("name",)) is not None:
+                    raise ApiError(f"a work item queue named {name!r} already exists") from None
                 raise
 
     async def _users_role(self, principal: Principal, name: str) -> Document:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import re
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from iapflow import jsonutil, wellknown
 from iapflow.errors import AccessDenied, ApiError
+from iapflow.ids import name_id
 from iapflow.messaging.broker import (
     BrokerError,
     BrokerSession,
@@ -61,11 +61,6 @@ def queue_name(value: Any, what: str = "queuename") -> str:
     if name in RESERVED or name.startswith("amq."):
         raise AccessDenied(f"{what} {name!r} is reserved for the server")
     return name
-
-
-def _claim_id(kind: str, name: str) -> str:
-    """The ``_id`` of the ``mq`` document that claims ``name``: the same on every server."""
-    return f"{kind}-" + hashlib.sha256(name.encode()).hexdigest()[:32]
 
 
 def temporary_name(clientagent: str) -> str:
@@ -315,7 +310,7 @@ class QueueService:
             # The _id is the claim: when another server claims the same name between our
             # lookup and this insert, the store refuses the second insert (duplicate key) and
             # the name is checked against the winner's document like any claimed name.
-            claim = {"_id": _claim_id(kind, name), "_type": kind, "name": name}
+            claim = {"_id": name_id(kind, name), "_type": kind, "name": name}
             try:
                 await self.platform.data.insert_one(principal, MQ, claim)
             except ApiError:
