@@ -1,4 +1,7 @@
 // Every page of the web interface, one import per page. A page module registers itself
 // (registry.js): adding a page is one new file in this folder and one line here.
 import "./signin.js";
+import "./entities.js";
+import "./entity.js";
+import "./deleted.js";
 import "./placeholders.js";
