@@ -4,4 +4,6 @@ import "./signin.js";
 import "./entities.js";
 import "./entity.js";
 import "./deleted.js";
+import "./users.js";
+import "./user.js";
 import "./placeholders.js";

@@ -1,0 +1,73 @@
+"""Users and roles in a real browser: create a user and a role, add a member, reset a password
+and disable a user, each checked by signing in as that user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from playwright.async_api import expect
+from uihelpers import Pages, signin
+
+from iapflow.testing import JsonClient
+
+
+async def test_create_user_role_members_password_and_disable(
+    pages: Pages, admin: JsonClient
+) -> None:
+    page = await pages.signed_in("admin", "admin")
+    await page.get_by_role("link", name="Users and roles").click()
+    await page.get_by_label("Username").fill("dave")
+    await page.get_by_label("Name", exact=True).fill("Dave D")
+    await page.get_by_label("Password").fill("first-pw")
+    await page.get_by_role("button", name="Create user").click()
+    await expect(page.get_by_role("heading", name="Dave D (user)")).to_be_visible()
+    dave_url = page.url
+
+    dave = await pages.signed_in("dave", "first-pw")
+    await expect(dave.locator("#user .who")).to_have_text("Dave D")
+
+    # a role with dave as member
+    await page.goto("/ui/#/users?type=role")
+    await page.get_by_label("Name", exact=True).fill("operators")
+    await page.get_by_role("button", name="Create role").click()
+    await expect(page.get_by_role("heading", name="operators (role)")).to_be_visible()
+    await page.get_by_label("Add member").fill("dav")
+    await page.get_by_role("button", name="Search").click()
+    await page.get_by_role("button", name="Add Dave D (user)").click()
+    await page.get_by_role("button", name="Save members").click()
+    await expect(page.get_by_role("status").filter(has_text="Members saved.")).to_be_visible()
+    role = await admin.call("query", collectionname="users", query={"name": "operators"})
+    assert [m["name"] for m in role["result"][0]["members"]] == ["Dave D"]
+    await page.goto(dave_url)
+    await expect(page.get_by_role("link", name="operators")).to_be_visible()
+
+    # reset the password: the new one works, the old one no longer does
+    await page.get_by_label("New password").fill("second-pw")
+    await page.get_by_role("button", name="Set password").click()
+    await expect(page.get_by_role("status").filter(has_text="Password set.")).to_be_visible()
+    await pages.signed_in("dave", "second-pw")
+    other = await pages.new()
+    await signin(other, "dave", "first-pw")
+    await expect(other.get_by_role("alert")).to_have_text("unknown username or wrong password")
+
+    # disable: dave's open session is closed by the server and sign-in is refused
+    await page.get_by_label("Disabled").check()
+    await page.get_by_role("button", name="Save", exact=True).click()
+    await expect(page.get_by_role("status").filter(has_text="Saved.")).to_be_visible()
+    await expect(dave.get_by_role("heading", name="Sign in")).to_be_visible()
+    await signin(other, "dave", "second-pw")
+    await expect(other.get_by_role("alert")).to_have_text("user dave is disabled")
+
+
+async def test_a_user_cannot_create_users_or_disable_itself(pages: Pages, make_user: Any) -> None:
+    await make_user("erin")
+    page = await pages.signed_in("erin", "secret")
+    await page.get_by_role("link", name="Users and roles").click()
+    await page.get_by_label("Username").fill("mallory")
+    await page.get_by_label("Password").fill("pw")
+    await page.get_by_role("button", name="Create user").click()
+    await expect(page.get_by_role("alert")).to_have_text("only admins can create users")
+    await page.get_by_role("link", name="erin").click()
+    await page.get_by_label("Disabled").check()
+    await page.get_by_role("button", name="Save", exact=True).click()
+    await expect(page.get_by_role("alert")).to_have_text("only admins can change disabled")
