@@ -17,7 +17,7 @@ from iapflow.agents import InstanceSpec, instance_name
 from iapflow.dispatch import Request
 from iapflow.errors import AccessDenied, ApiError
 from iapflow.security.acl import DELETE, INVOKE, has_right
-from iapflow_nodered.commands import runtime_of
+from iapflow_nodered.commands import node_selector, runtime_of
 from iapflow_nodered.shaping import as_results, delete_pod, pods_of
 
 COLLECTION = "agents"
@@ -49,6 +49,7 @@ def _spec(agent: dict[str, Any]) -> InstanceSpec:
         env={"agentid": str(agent["_id"]), **{str(k): str(v) for k, v in env.items()}},
         image=str(agent.get("image") or ""),
         labels={"agentid": str(agent["_id"])},
+        node_selector=node_selector(agent.get("nodeselector")),
     )
 
 

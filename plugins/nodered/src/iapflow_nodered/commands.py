@@ -77,7 +77,20 @@ def _spec(request: Request, target: dict[str, Any]) -> InstanceSpec:
         env=env,
         memory_mb=memory,
         labels={"userid": str(target["_id"])},
+        node_selector=node_selector(settings.get("nodeselector")),
     )
+
+
+def node_selector(value: Any) -> dict[str, str]:
+    """OpenFlow's ``nodeselector`` setting (node label -> value) as a node selector; anything
+    but a mapping of strings is an error, since a wrong selector leaves a pod unscheduled."""
+    if value is None or value == {}:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ApiError("nodeselector must map node label names to strings")
+    return dict(value)
 
 
 async def _audit(request: Request, action: str, name: str, target: dict[str, Any]) -> None:

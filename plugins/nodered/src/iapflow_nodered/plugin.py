@@ -1,5 +1,5 @@
-"""The plugin entry point: agent runtimes ``process``, ``docker`` and ``stub``, and the Node-RED
-commands."""
+"""The plugin entry point: agent runtimes ``process``, ``docker``, ``kubernetes`` and ``stub``,
+and the Node-RED and agent commands."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from iapflow import hookimpl
 from iapflow_nodered.agents_commands import COMMANDS as AGENT_COMMANDS
 from iapflow_nodered.commands import COMMANDS
 from iapflow_nodered.docker import build_docker
+from iapflow_nodered.kubernetes import build_kubernetes
 from iapflow_nodered.process import build_process
 from iapflow_nodered.stub import build_stub
 
@@ -17,9 +18,11 @@ from iapflow_nodered.stub import build_stub
 @hookimpl
 def register_agent_runtimes(register: Callable[[str, Any], None]) -> None:
     """Provide runtimes ``process`` (Node-RED from npm as local processes), ``docker``
-    (containers through aiodocker) and ``stub``."""
+    (containers through aiodocker), ``kubernetes`` (deployments through kubernetes-asyncio, an
+    optional extra) and ``stub``."""
     register("process", build_process)
     register("docker", build_docker)
+    register("kubernetes", build_kubernetes)
     register("stub", build_stub)
 
 
