@@ -6,4 +6,6 @@ import "./entity.js";
 import "./deleted.js";
 import "./users.js";
 import "./user.js";
+import "./files.js";
+import "./file.js";
 import "./placeholders.js";
