@@ -7,8 +7,9 @@ venv. Usage: ``python pyapi_driver.py <mode> <url> <username> <password> <file i
 Modes: ``full`` (everything, with extra connections in this process), ``single`` (one
 connection only: pyapi over gRPC keeps its connection id in a class attribute, so a second
 Client in the same process closes the first one's stream; the tests run the others as separate
-processes, and this connection serves the queue it calls) and ``signin`` (sign in;
-a password of ``-`` signs in with the username as a jwt).
+processes), ``worker`` (sign in, serve the queue ``pytestq``, print a ``ready`` report and stay
+until killed: the other end of ``single``'s request/reply) and ``signin`` (sign in; a password
+of ``-`` signs in with the username as a jwt).
 Every step's outcome goes into the report; a failing step records its error and the rest go on.
 The process ends with ``os._exit``: the client's threads never finish.
 """
@@ -56,6 +57,14 @@ async def on_message(_client, message, payload):
 
 async def main():
     client = Client(URL)
+    if MODE == "worker":
+        user = await step("signin", client.Signin(USERNAME, PASSWORD))
+        if not isinstance(user, dict):
+            await step("registerqueue", client.RegisterQueue("pytestq", on_message))
+            report["ready"] = True
+        print(json.dumps(report, default=str), flush=True)
+        await asyncio.sleep(300)
+        return
     if MODE == "signin":
         user = await step("signin", client.Signin(USERNAME, None if PASSWORD == "-" else PASSWORD))
         if not isinstance(user, dict):
@@ -127,10 +136,9 @@ async def other_connections(client):
 
 
 async def single_connection(client):
-    # queue request/reply to "pytestq", served by another connection (mode full) or by this one
+    # queue request/reply to "pytestq", served by another connection (in this process for mode
+    # full, by a worker process for mode single)
     await step("reply_queue", client.RegisterQueue("", lambda *a: None))
-    if MODE == "single":
-        await step("registerqueue", client.RegisterQueue("pytestq", on_message))
     await step("rpc", client.QueueMessage("pytestq", {"payload": {"x": 1}}, rpc=True))
 
     # watches

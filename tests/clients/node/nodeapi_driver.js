@@ -64,9 +64,17 @@ async function main() {
     await step("deleteone", () => client.DeleteOne({ collectionname: "nodetest", id: doc._id }));
   }
 
-  // a queue served by this connection, called with rpc
+  // a second connection signed in with the token serves a queue; this one calls it with rpc
+  const second = new openiap(url, report.jwt);
+  const jwtUser = await step("signin_jwt", () => second.connect());
+  if (jwtUser && jwtUser.username) {
+    report.signin_jwt = { username: jwtUser.username };
+    await step("jwt_count", () => second.Count({ collectionname: "nodetest", query: {} }));
+  }
   await step("registerqueue", () =>
-    client.RegisterQueue({ queuename: "nodeq" }, (msg, payload) => ({ echo: payload, queue: msg.queuename })));
+    second.RegisterQueue({ queuename: "nodeq" }, (msg, payload, user) => ({
+      echo: payload, queue: msg.queuename, sender: user ? user.username : null,
+    })));
   await step("rpc", () => client.QueueMessage({ queuename: "nodeq", data: { x: 1 } }, true));
 
   // work items
@@ -81,6 +89,23 @@ async function main() {
     const updated = await client.UpdateWorkitem({ workitem: item });
     return { _id: item._id, state: updated.state };
   });
+
+  // work item queues: create, change, delete
+  const queue = await step("addworkitemqueue", async () => {
+    const q = await client.AddWorkItemQueue({ workitemqueue: { name: "nodewiq2", maxretries: 2 } });
+    return { _id: q._id, name: q.name, maxretries: q.maxretries, full: q };
+  });
+  if (queue && queue._id) {
+    await step("updateworkitemqueue", async () => {
+      const q = await client.UpdateWorkItemQueue({ workitemqueue: { ...queue.full, maxretries: 4 } });
+      return { _id: q._id, name: q.name, maxretries: q.maxretries };
+    });
+    delete queue.full;
+    await step("deleteworkitemqueue", async () => {
+      await client.DeleteWorkItemQueue({ wiq: "nodewiq2" });
+      return "deleted";
+    });
+  }
 
   // files: upload, then download into a temporary folder
   const folder = fs.mkdtempSync(path.join(os.tmpdir(), "nodeapi-"));
@@ -99,13 +124,7 @@ async function main() {
     });
   }
 
-  // a second connection signed in with the token, and a refused sign-in
-  const second = new openiap(url, report.jwt);
-  const jwtUser = await step("signin_jwt", () => second.connect());
-  if (jwtUser && jwtUser.username) {
-    report.signin_jwt = { username: jwtUser.username };
-    await step("jwt_count", () => second.Count({ collectionname: "nodetest", query: {} }));
-  }
+  // a refused sign-in
   const bad = new openiap(url);
   await step("connect_unsigned", async () => { await bad.connect(); return "connected"; });
   await step("signin_bad", async () => {

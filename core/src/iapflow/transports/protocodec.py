@@ -84,6 +84,14 @@ def _workitemqueue(reply: dict[str, Any]) -> dict[str, Any]:
     return {"workitemqueue": reply.get("result")}
 
 
+def _watch_in(data: dict[str, Any]) -> dict[str, Any]:
+    # The Rust client sends paths [""] for "no paths" (its API takes one comma-separated string)
+    paths = data.get("paths")
+    if isinstance(paths, list):
+        data["paths"] = [p for p in paths if not (isinstance(p, str) and not p.strip())]
+    return data
+
+
 def _getdocumentversion_in(data: dict[str, Any]) -> dict[str, Any]:
     data.setdefault("version", 0)  # proto3 drops a zero: version 0 is the first version
     return data
@@ -170,7 +178,7 @@ COMMANDS: dict[str, ProtoCommand] = {
     "registerexchange": _command("RegisterExchange"),
     "unregisterqueue": _command("UnRegisterQueue", "closequeue"),
     "queuemessage": _command("QueueMessage"),
-    "watch": _command("Watch"),
+    "watch": _command("Watch", to_dict=_watch_in),
     "unwatch": _command("UnWatch"),
     "pushworkitem": _command("PushWorkitem", "addworkitem", from_reply=_workitem),
     "pushworkitems": _command(
