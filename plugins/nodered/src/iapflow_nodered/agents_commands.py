@@ -6,17 +6,24 @@ An agent document (``_type: agent``) names its instance with ``slug`` and its im
 without ``image`` runs elsewhere (a daemon that registered itself), so there is nothing to
 start, stop or delete: those commands do nothing for it, as in OpenFlow. All but
 ``getagentpods`` are audited (``_type: nodered``).
+
+``customcommand registeragent`` is how an agent (a daemon, an assistant, a robot) puts itself
+in the ``agents`` collection, with OpenFlow 1.5's rules: see :func:`registeragent`.
 """
 
 from __future__ import annotations
 
+import json
+import secrets
+import string
 from typing import Any
 
 from iapflow import audit
 from iapflow.agents import InstanceSpec, instance_name
 from iapflow.dispatch import Request
 from iapflow.errors import AccessDenied, ApiError
-from iapflow.security.acl import DELETE, INVOKE, has_right
+from iapflow.jsonutil import utcnow
+from iapflow.security.acl import DELETE, INVOKE, UPDATE, has_right
 from iapflow_nodered.commands import node_selector, runtime_of
 from iapflow_nodered.shaping import as_results, delete_pod, pods_of
 
@@ -128,6 +135,138 @@ async def deleteagent(request: Request) -> dict[str, Any]:
     await request.platform.data.delete_one(request.user, COLLECTION, str(agent["_id"]))
     await _audit(request, "deleteagent", agent)
     return {"result": removed}
+
+
+# What a registering agent may change on an agent that exists already (OpenFlow's list): what
+# it can tell about the machine it runs on. Image, environment, runas and ACL stay.
+REPORTED = (
+    "hostname",
+    "os",
+    "arch",
+    "username",
+    "version",
+    "chrome",
+    "chromium",
+    "docker",
+    "assistant",
+    "daemon",
+    "languages",
+)
+_SLUG_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def _registration(request: Request) -> dict[str, Any]:
+    data = request.data.get("data")
+    if isinstance(data, str) and data.strip():
+        try:
+            data = json.loads(data)
+        except ValueError as exc:
+            raise ApiError(f"registeragent: data is not JSON: {exc}") from None
+    if not isinstance(data, dict) or not data:
+        raise ApiError("registeragent needs data: the agent (hostname, username, os, ...)")
+    # system fields and ACLs are the server's; a token is never stored
+    agent = {k: v for k, v in data.items() if not str(k).startswith("_") and k != "jwt"}
+    agent_id = request.data.get("id") or data.get("_id")
+    if agent_id not in (None, ""):
+        if not isinstance(agent_id, str):
+            raise ApiError("registeragent: id must be the agent's _id")
+        agent["_id"] = agent_id
+    for key in ("hostname", "username", "name", "slug", "runas"):
+        if agent.get(key) is not None and not isinstance(agent[key], str):
+            raise ApiError(f"registeragent: {key} must be a string")
+    return agent
+
+
+async def _runas_user(request: Request, runas: Any) -> dict[str, Any]:
+    """The user the agent runs as: the caller, or another user the caller has Invoke right on."""
+    user = request.user
+    if not runas or runas == user.id:
+        return {"_id": user.id, "name": user.name}
+    found = await request.platform.data.get(user, "users", str(runas))
+    if found is None:
+        raise AccessDenied(f"registeragent: access denied to runas user {runas}")
+    if not has_right(user, found, INVOKE):
+        raise AccessDenied(
+            f"registeragent: you need invoke right on user {found.get('name') or runas} "
+            "to register an agent that runs as them"
+        )
+    return found
+
+
+async def registeragent(request: Request) -> dict[str, Any]:
+    """``customcommand registeragent``: insert or update the calling agent's document.
+
+    ``data`` (an object, or a JSON string as OpenFlow clients send it) describes the agent;
+    ``id`` names an existing agent. Without an id, an agent the caller can read with the same
+    ``hostname`` and ``username`` is updated (a restarted agent finds itself). An existing agent
+    needs Update right, and only what the machine reports (:data:`REPORTED`) and ``lastseen``
+    change; an id that exists but is not the caller's to see is refused. A new agent gets a
+    random ``slug`` unless it has one, ``name`` "<hostname> / <username>", and runs as
+    ``runas`` (default: the caller); running as another user needs Invoke right on that user,
+    and then the reply carries a long-lived ``jwt`` for that user. Audited as
+    ``registeragent``.
+    """
+    user = request.user
+    data = request.platform.data
+    agent = _registration(request)
+    agent["_type"] = "agent"
+    agent["lastseen"] = utcnow()
+    existing: dict[str, Any] | None = None
+    if "_id" in agent:
+        existing = await data.get(user, COLLECTION, agent["_id"])
+        if existing is None and await request.platform.storage.find_one(
+            COLLECTION, {"_id": agent["_id"]}
+        ):
+            raise AccessDenied(f"registeragent: you cannot update agent {agent['_id']}")
+    if existing is None and agent.get("hostname") is not None:
+        same_machine = {
+            "_type": "agent",
+            "hostname": agent.get("hostname"),
+            "username": agent.get("username"),
+        }
+        found = await data.query(user, COLLECTION, same_machine, top=1)
+        existing = found[0] if found else None
+    if existing is not None and existing.get("_type") != "agent":
+        raise ApiError(f"registeragent: {existing['_id']} is not an agent")
+    if existing is not None and not has_right(user, existing, UPDATE):
+        raise AccessDenied(
+            f"registeragent: you need update right on agent "
+            f"{existing.get('name') or existing['_id']}"
+        )
+    runas = await _runas_user(request, (existing or agent).get("runas"))
+    fields = {"runas": str(runas["_id"]), "runasname": str(runas.get("name") or "")}
+    if existing is None:
+        agent.setdefault("slug", "".join(secrets.choice(_SLUG_ALPHABET) for _ in range(26)))
+        if not agent.get("name"):
+            agent["name"] = f"{agent.get('hostname')} / {agent.get('username')}"
+        saved = await data.insert_one(user, COLLECTION, {**agent, **fields})
+    else:
+        reported = {k: agent[k] for k in REPORTED if agent.get(k) not in (None, "")}
+        if not existing.get("name"):
+            host = reported.get("hostname", existing.get("hostname"))
+            who = reported.get("username", existing.get("username"))
+            fields["name"] = f"{host} / {who}"
+        update = {"$set": {**reported, **fields, "lastseen": agent["lastseen"]}}
+        updated = await data.update_one(user, COLLECTION, {"_id": existing["_id"]}, update)
+        if updated is None:
+            raise AccessDenied(f"registeragent: you cannot update agent {existing['_id']}")
+        saved = updated
+    await audit.record_action(
+        request.platform,
+        user,
+        "nodered",
+        "registeragent",
+        agentid=str(saved["_id"]),
+        created=existing is None,
+        runas=fields["runas"],
+    )
+    result = dict(saved)
+    if runas["_id"] != user.id:
+        result["jwt"] = request.platform.auth.tokens.issue(str(runas["_id"]), long=True)
+    return result
+
+
+CUSTOMCOMMANDS = {"registeragent": registeragent}
 
 
 COMMANDS = {

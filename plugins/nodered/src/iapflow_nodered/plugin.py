@@ -1,5 +1,5 @@
 """The plugin entry point: agent runtimes ``process``, ``docker``, ``kubernetes`` and ``stub``,
-and the Node-RED and agent commands."""
+the Node-RED and agent commands, and ``customcommand registeragent``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from iapflow import hookimpl
 from iapflow_nodered.agents_commands import COMMANDS as AGENT_COMMANDS
+from iapflow_nodered.agents_commands import CUSTOMCOMMANDS
 from iapflow_nodered.commands import COMMANDS
 from iapflow_nodered.docker import build_docker
 from iapflow_nodered.kubernetes import build_kubernetes
@@ -31,4 +32,11 @@ def register_commands(register: Callable[..., None]) -> None:
     """Provide the per-user Node-RED commands (``ensurenoderedinstance``...) and the agent
     commands (``startagent``...)."""
     for name, handler in {**COMMANDS, **AGENT_COMMANDS}.items():
+        register(name, handler)
+
+
+@hookimpl
+def register_customcommands(register: Callable[[str, Any], None]) -> None:
+    """Provide ``customcommand registeragent`` (agents registering themselves)."""
+    for name, handler in CUSTOMCOMMANDS.items():
         register(name, handler)
