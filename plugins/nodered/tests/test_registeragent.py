@@ -2,7 +2,8 @@
 websocket API on a real server: a new agent, the same machine registering again, and the
 rights rules — a user cannot overwrite another user's agent, needs Update right on an agent it
 can only read, and needs Invoke right on a user to register an agent that runs as them; the
-token for that user is real. Registrations are audited."""
+token for that user is real. Registrations are audited. Also: two plugins claiming one
+sub-command name stop startup."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ from typing import Any
 
 import pytest
 
+from iapflow import hookimpl
+from iapflow.errors import StartupError
+from iapflow.plugins import Plugins
 from iapflow.security.acl import INVOKE, READ
 from iapflow.testing import JsonClient, ReplyError, make_test_config, running_server
+from iapflow_nodered.agents_commands import registeragent
 
 _names = itertools.count(1)
 MakeUser = Callable[[], Awaitable[JsonClient]]
@@ -197,3 +202,24 @@ async def test_bad_registrations_get_clear_errors(make_user: MakeUser, admin: Js
     with pytest.raises(ReplyError, match="admins only"):
         await alice.call("customcommand", command="getclients")
     assert isinstance((await admin.call("customcommand", command="getclients"))["result"], list)
+
+
+class _Claims:
+    """A plugin registering one customcommand sub-command."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @hookimpl
+    def register_customcommands(self, register: Callable[[str, Any], None]) -> None:
+        register(self.name, registeragent)
+
+
+def test_two_plugins_claiming_one_sub_command_stop_startup() -> None:
+    plugins = Plugins(load_entry_points=False)
+    plugins.register(_Claims("registeragent"), name="one")
+    assert "registeragent" in plugins.customcommands().names()
+    assert "getclients" in plugins.customcommands().names()
+    plugins.register(_Claims("registeragent"), name="two")
+    with pytest.raises(StartupError, match="customcommand 'registeragent' is registered by both"):
+        plugins.customcommands()
