@@ -649,6 +649,12 @@ async def test_missing_kubeconfig_is_a_clear_error(tmp_path: Path) -> None:
         await runtime.start()
 
 
+async def test_in_cluster_credentials_outside_a_pod_are_a_clear_error(tmp_path: Path) -> None:
+    runtime = build_kubernetes({"kubeconfig": "in-cluster"}, RuntimeContext(tmp_path))
+    with pytest.raises(ConfigError, match=r"agents\.kubeconfig.*in-cluster"):
+        await runtime.start()
+
+
 # -- the commands on the kubernetes runtime, through the JSON websocket API ------------------
 
 
@@ -699,4 +705,32 @@ async def test_commands_list_and_delete_pods_on_the_fake_api(
         assert labels["node-1"]["disktype"] == "ssd"
         assert "Started flows" in (await user.call("getnoderedinstancelog"))["result"]
         assert (await user.call("deletenoderedinstance"))["result"] is True
+        assert api.objects["deployments"] == {}
+
+        # an agent (1.5) with its image and node selector: its pods by name
+        agent = await user.call(
+            "insertone",
+            collectionname="agents",
+            item={
+                "_type": "agent",
+                "slug": "kubeagent",
+                "image": "openiap/nodeagent:edge",
+                "nodeselector": {"disktype": "ssd"},
+                "environment": {"packageid": "p1"},
+            },
+        )
+        agentid = agent["result"]["_id"]
+        started = await user.call("startagent", agentid=agentid)
+        assert started["result"]["state"] == "running"
+        body = api.calls("POST", DEPLOYMENTS)[-1][1]
+        container = body["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == "openiap/nodeagent:edge"
+        assert {"name": "packageid", "value": "p1"} in container["env"]
+        assert body["metadata"]["labels"]["agentid"] == agentid
+        [pod] = (await user.call("getagentpods", agentid=agentid))["results"]
+        assert pod["metadata"]["name"].startswith("kubeagent-")
+        await user.call("deleteagentpod", agentid=agentid, podname=pod["metadata"]["name"])
+        [new_pod] = (await user.call("getagentpods", agentid=agentid))["results"]
+        assert new_pod["metadata"]["name"] != pod["metadata"]["name"]
+        await user.call("deleteagent", agentid=agentid)
         assert api.objects["deployments"] == {}
