@@ -1,13 +1,17 @@
 """Every dispatcher command that the public ``openiap/proto`` schema has a message for, over
 ``/ws/v2`` with a small client built on iapflow's own generated ``openiap_pb2`` (the official
 clients have no method for most of these; ``test_protocol_proto.py`` runs those clients), and
-malformed input on gRPC ``SetupStream``.
+malformed input on gRPC ``SetupStream``: bytes that are not an Envelope, an unknown command, the
+wrong payload type, a message over the limit, and (from a raw HTTP/2 client) a gRPC length
+prefix that promises more than arrives or sets the compressed flag. The same cases on ``/ws/v2``
+are in ``test_protocol_proto.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -488,4 +492,97 @@ async def test_malformed_grpc_messages_get_errors_and_other_streams_keep_working
         assert json.loads(results.results)[0]["username"] == "admin"
     finally:
         await client.close()
+        await bystander.close()
+
+
+# -- a gRPC length prefix that lies, from a raw HTTP/2 client -------------------------------------
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(payload))[1:]
+        + bytes([kind, flags])
+        + struct.pack(">I", stream)
+        + payload
+    )
+
+
+def _hpack_literal(name: str, value: str) -> bytes:
+    # "literal header field without indexing, new name", no Huffman; short strings only
+    raw_name, raw_value = name.encode(), value.encode()
+    return b"\x00" + bytes([len(raw_name)]) + raw_name + bytes([len(raw_value)]) + raw_value
+
+
+async def _h2_stream_outcome(host: str, port: int, body: bytes) -> dict[str, Any]:
+    """Open SetupStream on a raw HTTP/2 connection, send ``body`` as its whole request, and
+    report how stream 1 ended (``trailers``, ``reset``, ``goaway`` or ``closed``), its
+    ``grpc-status`` when the trailers carry it as a plain literal (grpc-core does), and the
+    commands of the envelopes the server sent."""
+    reader, writer = await asyncio.open_connection(host, port)
+    headers = b"".join(
+        _hpack_literal(k, v)
+        for k, v in (
+            (":method", "POST"), (":scheme", "http"),
+            (":path", "/openiap.FlowService/SetupStream"), (":authority", f"{host}:{port}"),
+            ("content-type", "application/grpc"), ("te", "trailers"),
+        )
+    )  # fmt: skip
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(0x4, 0, 0, b""))
+    writer.write(_h2_frame(0x1, 0x4, 1, headers))  # HEADERS, END_HEADERS
+    writer.write(_h2_frame(0x0, 0x1, 1, body))  # DATA, END_STREAM
+    await writer.drain()
+    outcome: dict[str, Any] = {"end": None, "status": None, "commands": []}
+    data = b""
+    try:
+        while outcome["end"] is None:
+            head = await asyncio.wait_for(reader.readexactly(9), 15)
+            length = int.from_bytes(head[:3], "big")
+            kind, flags, stream = head[3], head[4], int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+            payload = await asyncio.wait_for(reader.readexactly(length), 15)
+            if kind == 0x4 and not flags & 0x1:  # SETTINGS: acknowledge
+                writer.write(_h2_frame(0x4, 0x1, 0, b""))
+            elif kind == 0x6 and not flags & 0x1:  # PING: answer
+                writer.write(_h2_frame(0x6, 0x1, 0, payload))
+            elif kind == 0x0 and stream == 1:
+                data += payload
+            elif kind == 0x1 and stream == 1 and flags & 0x1:
+                outcome["end"] = "trailers"
+                found = re.search(rb"grpc-status.(\d+)", payload)
+                outcome["status"] = int(found.group(1)) if found else None
+            elif kind == 0x3 and stream == 1:
+                outcome["end"] = "reset"
+            elif kind == 0x7:
+                outcome["end"] = "goaway"
+            await writer.drain()
+    except asyncio.IncompleteReadError:
+        outcome["end"] = "closed"
+    finally:
+        writer.close()
+    while len(data) >= 5:
+        size = int.from_bytes(data[1:5], "big")
+        outcome["commands"].append(pb.Envelope.FromString(data[5 : 5 + size]).command)
+        data = data[5 + size :]
+    return outcome
+
+
+async def test_a_bad_grpc_length_prefix_ends_only_that_call(servers: dict[str, Any]) -> None:
+    host, port = servers["grpc"].rsplit(":", 1)
+    ping = pb.Envelope(command="ping", id="p").SerializeToString()
+    bystander = RawGrpc(servers["grpc"])
+    try:
+        assert (await bystander.read()).command == "ping"
+        # a message that claims 1000 bytes, then the stream ends after a few: grpc drops the
+        # partial message and the call ends; nothing was dispatched (no pong)
+        short = b"\x00" + struct.pack(">I", 1000) + ping
+        outcome = await _h2_stream_outcome(host, int(port), short)
+        assert outcome["end"] in ("trailers", "reset") and outcome["commands"] == ["ping"]
+        # the compressed flag set though no compression was negotiated: status INTERNAL
+        compressed = b"\x01" + struct.pack(">I", len(ping)) + ping
+        outcome = await _h2_stream_outcome(host, int(port), compressed)
+        assert outcome["end"] in ("trailers", "reset") and outcome["commands"] == ["ping"]
+        assert outcome["status"] == grpc.StatusCode.INTERNAL.value[0]
+        # the other call never noticed
+        reply = await bystander.request("ping", None, "p1")
+        assert reply.command == "pong"
+    finally:
         await bystander.close()
