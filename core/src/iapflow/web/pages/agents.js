@@ -6,6 +6,7 @@
 import { principalSearch } from "../acl.js";
 import { registerPage } from "../registry.js";
 import { field, formatDate, h, pager, parseJson, run, setContent, statusLine, table } from "../ui.js";
+import { reload } from "./queues.js";
 
 const TOP = 25;
 const BUSY = ["installing", "starting", "stopping"];
@@ -116,7 +117,7 @@ async function agentsSection(ctx, timers) {
 
   async function load() {
     clearTimeout(timers.agents);
-    await run(null, status, async () => {
+    await reload(status, async () => {
       const query = { _type: "agent" };
       const [page, count] = await Promise.all([
         api.call("query", { collectionname: "agents", query, top: TOP, skip, orderby: { name: 1 } }),

@@ -2,9 +2,19 @@
 // holds what the signed-in user may read, filtered by name and type, and follows changes live
 // through a watch; each entry opens on the "queue" page (queue.js).
 import { registerPage } from "../registry.js";
-import { escapeRegex, field, formatDate, h, link, pager, run, setContent, statusLine, table } from "../ui.js";
+import { escapeRegex, field, formatDate, h, link, pager, setContent, statusLine, table } from "../ui.js";
 
 const TOP = 25;
+
+/** Run `action` (a list reload); a failure goes to `status`, which otherwise keeps showing
+ * what the last user action said (unlike run(), which clears it first). */
+export async function reload(status, action) {
+  try {
+    await action();
+  } catch (err) {
+    status.error(err);
+  }
+}
 
 export const MQ_TYPES = [
   { value: "", title: "Any type" },
@@ -71,7 +81,7 @@ registerPage({
     if (name) query.name = { $regex: escapeRegex(name), $options: "i" };
 
     async function load() {
-      await run(null, status, async () => {
+      await reload(status, async () => {
         const [page, count] = await Promise.all([
           api.call("query", { collectionname: "mq", query, top: TOP, skip, orderby: { name: 1 } }),
           api.call("count", { collectionname: "mq", query }),

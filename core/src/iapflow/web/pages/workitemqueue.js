@@ -4,6 +4,7 @@
 import { aclEditor } from "../acl.js";
 import { registerPage } from "../registry.js";
 import { field, formatDate, h, href, link, pager, parseJson, run, setContent, statusLine, table } from "../ui.js";
+import { reload } from "./queues.js";
 import { numbers, STATES } from "./workitems.js";
 
 const TOP = 25;
@@ -98,7 +99,7 @@ async function itemsTab(ctx, queue) {
   if (state) query.state = state;
 
   async function load() {
-    await run(null, status, async () => {
+    await reload(status, async () => {
       const [page, count] = await Promise.all([
         api.call("query", { collectionname: "workitems", query, top: TOP, skip, orderby: { _created: -1 } }),
         api.call("count", { collectionname: "workitems", query }),

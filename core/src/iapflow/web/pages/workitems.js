@@ -3,6 +3,7 @@
 // "workitemqueue" page, with its items and settings.
 import { registerPage } from "../registry.js";
 import { escapeRegex, field, h, link, pager, run, setContent, statusLine, table } from "../ui.js";
+import { reload } from "./queues.js";
 
 const TOP = 25;
 export const STATES = ["new", "processing", "successful", "failed"];
@@ -53,7 +54,7 @@ function addQueueForm(ctx, status) {
     h(
       "div",
       { class: "row" },
-      h("div", { class: "grow" }, field("Queue name", name).row),
+      h("div", { class: "grow" }, field("New queue name", name).row),
       field("Max retries", maxretries).row,
       field("Retry delay (s)", retrydelay).row,
       field("Initial delay (s)", initialdelay).row,
@@ -101,16 +102,13 @@ registerPage({
 
     const query = { _type: "workitemqueue" };
     if (name) query.name = { $regex: escapeRegex(name), $options: "i" };
-    await run(null, status, async () => {
+    await reload(status, async () => {
       const [page, count] = await Promise.all([
         api.call("query", { collectionname: "mq", query, top: TOP, skip, orderby: { name: 1 } }),
         api.call("count", { collectionname: "mq", query }),
       ]);
       const queues = page.result || [];
-      const counts = await stateCounts(
-        api,
-        queues.map((q) => q._id),
-      );
+      const counts = await stateCounts(api, queues.map((q) => q._id));
       const countCell = (state) => (q) => String((counts[q._id] || {})[state] || 0);
       setContent(
         results,
