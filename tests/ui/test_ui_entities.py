@@ -136,6 +136,8 @@ async def test_a_user_cannot_open_another_users_document(
     await make_user("carol")
     doc = await admin.call("insertone", collectionname="entities", item={"name": "admin only"})
     page = await pages.signed_in("carol", "secret")
+    await page.goto("/ui/#/entities?c=entities")
+    await expect(page.locator("caption")).to_have_text("entities: 0 documents")
     await page.goto(f"/ui/#/entity?c=entities&id={doc['result']['_id']}")
     await expect(page.get_by_role("alert")).to_contain_text("that you may read")
     await page.goto(f"/ui/#/entity?c=entities&id={doc['result']['_id']}&tab=history")

@@ -62,3 +62,55 @@ async def test_the_websocket_on_slash_still_works(admin: object) -> None:
     async with JsonClient(url) as client:
         reply = await client.signin("admin", "admin")
         assert reply["user"]["username"] == "admin"
+
+
+async def test_keyboard_only_sign_in_and_navigation(pages: Pages) -> None:
+    page = await pages.new()
+    await page.goto("/ui/")
+    await expect(page.get_by_label("Username")).to_be_focused()
+    await page.keyboard.type("admin")
+    await page.keyboard.press("Tab")
+    await page.keyboard.type("admin")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#signout")).to_be_visible()
+    # the first page's heading takes the focus, so the keyboard starts at the content
+    await expect(page.get_by_role("heading", name="Entities")).to_be_focused()
+    files = page.get_by_role("navigation", name="pages").get_by_role("link", name="Files")
+    await files.focus()
+    outline = await files.evaluate("el => getComputedStyle(el).outlineStyle")
+    assert outline == "solid"  # focus is visible
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Files")).to_be_focused()
+    await expect(files).to_have_attribute("aria-current", "page")
+
+
+async def test_every_nav_entry_opens_its_page(pages: Pages) -> None:
+    page = await pages.signed_in("admin", "admin")
+    nav = page.get_by_role("navigation", name="pages")
+    titles = await nav.get_by_role("link").all_inner_texts()
+    assert {"Entities", "Users and roles", "Files", "Clients", "Audit log"} <= set(titles)
+    for title in titles:
+        await nav.get_by_role("link", name=title, exact=True).click()
+        await expect(nav.get_by_role("link", name=title, exact=True)).to_have_attribute(
+            "aria-current", "page"
+        )
+        await expect(page.locator("main h1")).to_be_visible()
+
+
+async def test_a_real_page_replaces_a_placeholder_in_either_order(pages: Pages) -> None:
+    page = await pages.signed_in("admin", "admin")
+    result = await page.evaluate(
+        """async () => {
+            const registry = await import("/ui/registry.js");
+            const render = () => {};
+            registry.registerPage({id: "t1", title: "soon", placeholder: true, render});
+            registry.registerPage({id: "t1", title: "real", render});
+            registry.registerPage({id: "t2", title: "real", render});
+            registry.registerPage({id: "t2", title: "soon", placeholder: true, render});
+            let twice = "";
+            try { registry.registerPage({id: "t2", title: "again", render}); }
+            catch (err) { twice = err.message; }
+            return [registry.getPage("t1").title, registry.getPage("t2").title, twice];
+        }"""
+    )
+    assert result == ["real", "real", "page 't2' is registered twice"]

@@ -36,13 +36,14 @@ export function navigate(page, params = {}) {
 
 function buildNav() {
   const { id } = parseHash();
+  const current = (getPage(id) || {}).parent || id;
   const items = navPages().map((page) =>
     h(
       "li",
       {},
       h(
         "a",
-        { href: href(page.id), "aria-current": page.id === id ? "page" : false, class: page.placeholder ? "soon" : false },
+        { href: href(page.id), "aria-current": page.id === current ? "page" : false, class: page.placeholder ? "soon" : false },
         page.title,
       ),
     ),

@@ -7,6 +7,7 @@
 //   render(ctx) builds the page into ctx.main (may be async); see app.js for ctx
 //   order       position in the nav (smaller first; default 1000)
 //   nav         false keeps it out of the nav (detail pages reached by links)
+//   parent      the nav entry to mark as current on this page (a detail page's list)
 //   public      true when it works signed out (the sign-in page)
 //   placeholder true for a nav entry of a page not built yet: a real page with the same id
 //               replaces it, whichever is imported first

@@ -10,6 +10,7 @@ registerPage({
   id: "deleted",
   title: "Deleted documents",
   nav: false,
+  parent: "entities",
   async render(ctx) {
     const { api, params } = ctx;
     const collection = params.get("c") || "entities";

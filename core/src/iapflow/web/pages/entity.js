@@ -118,6 +118,7 @@ registerPage({
   id: "entity",
   title: "Document",
   nav: false,
+  parent: "entities",
   async render(ctx) {
     const { api, params } = ctx;
     const collection = params.get("c") || "entities";

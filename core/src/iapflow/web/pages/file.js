@@ -8,6 +8,7 @@ registerPage({
   id: "file",
   title: "File",
   nav: false,
+  parent: "files",
   async render(ctx) {
     const { api, params } = ctx;
     const id = params.get("id");

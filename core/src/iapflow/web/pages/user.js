@@ -130,6 +130,7 @@ registerPage({
   id: "user",
   title: "User or role",
   nav: false,
+  parent: "users",
   async render(ctx) {
     const doc = await readDocument(ctx.api, "users", ctx.params.get("id"));
     const back = link("users", {}, "← Users and roles");
