@@ -56,8 +56,14 @@ async def test_add_pop_fail_resubmit_and_purge(pages: Pages, admin: JsonClient) 
     await expect(page.locator("dl.summary")).to_contain_text("business: ledger closed")
     await page.get_by_role("button", name="Resubmit invoice 42").click()
     await expect(page.locator("dl.summary .state")).to_have_text("new")
+    await page.get_by_label("Payload (JSON)").fill('{"invoice": 42, "amount": 10}')
+    await page.get_by_role("button", name="Save payload").click()
+    await expect(page.get_by_label("Payload (JSON)")).to_have_value(
+        '{\n  "invoice": 42,\n  "amount": 10\n}'
+    )
     again = await admin.call("popworkitem", wiq="invoices")
     assert again["result"]["_id"] == popped["result"]["_id"]
+    assert again["result"]["payload"] == {"invoice": 42, "amount": 10}
     await admin.call("updateworkitem", _id=again["result"]["_id"], state="failed")
 
     # the list filtered by state, and resubmit from the list
@@ -74,8 +80,12 @@ async def test_add_pop_fail_resubmit_and_purge(pages: Pages, admin: JsonClient) 
     queue_row = page.get_by_role("row").filter(has=page.get_by_role("link", name="invoices"))
     await expect(queue_row.locator("td[data-label=new]")).to_have_text("1")
 
-    # settings and purge
+    # the ACL: the queue's users role has full control
     await queue_row.get_by_role("link", name="invoices").click()
+    await page.get_by_role("link", name="ACL").click()
+    await expect(page.get_by_label("full control for invoices users")).to_be_checked()
+
+    # settings and purge
     await page.get_by_role("link", name="Settings").click()
     await page.get_by_label("Max retries").fill("5")
     await page.get_by_role("button", name="Save settings").click()
