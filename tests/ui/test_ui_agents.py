@@ -132,6 +132,17 @@ async def test_an_agent_document_and_what_another_user_sees(
         f"getnoderedinstance: you need update right on user {admin_id}"
     )
 
+    # the admin may look after bob's instance
+    await page.get_by_text("Manage another user's Node-RED instance").click()
+    await page.get_by_label("Find user").fill("nrbob")
+    await page.get_by_role("button", name="Search").click()
+    await page.get_by_role("button", name="Add nrbob (user)").click()
+    other = page.get_by_role("region", name="Node-RED instance of nrbob")
+    await expect(other).to_contain_text("There is no Node-RED instance yet.")
+    await page.get_by_role("link", name="← Your own instance").click()
+
+    agents = page.get_by_role("region", name="Agents")
+    row = agents.get_by_role("row").filter(has_text="uibot")
     await row.get_by_role("button", name="Delete uibot").click()  # confirm accepted
     await expect(agents.get_by_role("row").filter(has_text="uibot")).to_have_count(0)
     assert (await admin.call("count", collectionname="agents", query={}))["result"] == 0

@@ -65,7 +65,13 @@ async function noderedSection(ctx, userId, timers) {
   const body = h("div", {});
   const log = h("div", { "aria-live": "polite" });
   const section = h("section", { class: "card", "aria-labelledby": "nodered-heading" });
-  section.append(h("h2", { id: "nodered-heading" }, userId ? "Node-RED instance of this user" : "Your Node-RED instance"), body, status, log);
+  let title = "Your Node-RED instance";
+  if (userId) {
+    const found = await api.call("query", { collectionname: "users", query: { _id: userId }, projection: { name: 1, username: 1 }, top: 1 });
+    const user = (found.result || [])[0];
+    title = `Node-RED instance of ${user ? user.username || user.name : `user ${userId}`}`;
+  }
+  section.append(h("h2", { id: "nodered-heading" }, title), body, status, log);
   ctx.main.append(section);
 
   async function refresh() {
