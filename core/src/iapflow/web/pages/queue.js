@@ -31,6 +31,7 @@ registerPage({
   id: "queue",
   title: "Queue",
   nav: false,
+  parent: "queues",
   async render(ctx) {
     const { api, params } = ctx;
     const id = params.get("id");

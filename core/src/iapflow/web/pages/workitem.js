@@ -42,6 +42,7 @@ registerPage({
   id: "workitem",
   title: "Work item",
   nav: false,
+  parent: "workitems",
   async render(ctx) {
     const { api, params } = ctx;
     const id = params.get("id");

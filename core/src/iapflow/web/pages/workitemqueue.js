@@ -238,6 +238,7 @@ registerPage({
   id: "workitemqueue",
   title: "Work item queue",
   nav: false,
+  parent: "workitems",
   async render(ctx) {
     const { api, params } = ctx;
     const id = params.get("id");
