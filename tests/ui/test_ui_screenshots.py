@@ -25,11 +25,21 @@ DOCS = {
     "audit-laptop",
     "clients-laptop",
     "plugins-laptop",
+    "queues-laptop",
+    "workitems-laptop",
+    "workitemqueue-laptop",
+    "agents-laptop",
     "entities-phone",
     "menu-phone",
 }
 LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+def config_overrides() -> dict[str, dict[str, Any]]:
+    """The stub agent runtime, so the agents page has instances to show."""
+    return {"agents": {"runtime": "stub"}}
 
 
 async def seed(admin: JsonClient, make_user: Any) -> dict[str, str]:
@@ -58,7 +68,23 @@ async def seed(admin: JsonClient, make_user: Any) -> dict[str, str]:
     await admin.call(
         "savefile", filename="manual.pdf", mimeType="application/pdf", file="JVBERi0xLjQK"
     )
-    return {"tank": doc["_id"]}
+    await admin.call("registerqueue", queuename="orders")
+    await admin.call("registerexchange", exchangename="events", algorithm="fanout")
+    wiq = await admin.call("addworkitemqueue", name="invoices", maxretries=3)
+    for n in range(1, 6):
+        await admin.call("addworkitem", wiq="invoices", name=f"invoice {n}", payload={"n": n})
+    for state in ("successful", "failed"):
+        popped = await admin.call("popworkitem", wiq="invoices")
+        await admin.call("updateworkitem", _id=popped["result"]["_id"], state=state)
+    await admin.call("popworkitem", wiq="invoices")
+    await admin.call("ensurenoderedinstance")
+    agent = await admin.call(
+        "insertone",
+        collectionname="agents",
+        item={"_type": "agent", "name": "nightly", "slug": "nightly", "image": "openiap/nodered"},
+    )
+    await admin.call("startagent", agentid=agent["result"]["_id"])
+    return {"tank": doc["_id"], "wiq": wiq["result"]["_id"]}
 
 
 async def shoot(page: Page, tmp_path: Path, name: str, full_page: bool = False) -> None:
@@ -101,6 +127,10 @@ async def test_main_pages_render_on_laptop_and_phone(
         "clients": ("#/clients", "Clients"),
         "config": ("#/config", "Config"),
         "plugins": ("#/plugins", "Plugins"),
+        "queues": ("#/queues", "Queues and exchanges"),
+        "workitems": ("#/workitems", "Work item queues"),
+        "workitemqueue": (f"#/workitemqueue?id={ids['wiq']}", "Work item queue invoices"),
+        "agents": ("#/agents", "Agents and Node-RED"),
     }
     for name, (route, heading) in shots.items():
         await page.goto(f"/ui/{route}")
