@@ -78,8 +78,23 @@ async def test_config_and_plugins_pages(pages: Pages) -> None:
     page = await pages.signed_in("admin", "admin")
     await page.get_by_role("link", name="Config").click()
     await expect(page.get_by_label("server config")).to_contain_text('"websocket_package_size"')
-    await expect(page.get_by_role("list").filter(has_text="admins")).to_be_visible()
+    await expect(page.get_by_role("list", name="your roles")).to_contain_text("admins")
+    await page.get_by_role("button", name="Run housekeeping").click()
+    await expect(page.get_by_role("status").filter(has_text="Housekeeping done")).to_be_visible()
+    await page.get_by_role("button", name="Clear role cache").click()
+    await expect(page.get_by_role("status").filter(has_text="Role cache cleared.")).to_be_visible()
     await page.get_by_role("link", name="Plugins").click()
     await expect(
         page.locator("tbody tr").filter(has_text="iapflow.builtin.local_auth")
     ).to_have_count(1)
+
+
+async def test_a_user_gets_the_servers_refusal_for_maintenance(
+    pages: Pages, make_user: Any
+) -> None:
+    await make_user("jack")
+    page = await pages.signed_in("jack", "secret")
+    await page.get_by_role("link", name="Config").click()
+    await expect(page.get_by_role("list", name="your roles")).to_be_visible()
+    await page.get_by_role("button", name="Run housekeeping").click()
+    await expect(page.get_by_role("alert")).to_contain_text("admins")

@@ -1,7 +1,31 @@
 // What the server tells every client: GET /config, and the signed-in user's sign-in reply
-// (version, limits, roles).
+// (version, limits, roles); the admins' maintenance commands (housekeeping, clearcache).
 import { registerPage } from "../registry.js";
-import { h, pretty, statusLine, table } from "../ui.js";
+import { h, pretty, run, statusLine, table } from "../ui.js";
+
+function maintenance(api) {
+  const status = statusLine();
+  const housekeeping = h("button", { type: "button" }, "Run housekeeping");
+  housekeeping.addEventListener("click", () =>
+    run(housekeeping, status, async () => {
+      const reply = await api.call("housekeeping", {});
+      status.show(`Housekeeping done: ${JSON.stringify(reply.result)}`, "ok");
+    }),
+  );
+  const clearcache = h("button", { type: "button" }, "Clear role cache");
+  clearcache.addEventListener("click", () =>
+    run(clearcache, status, async () => {
+      await api.call("customcommand", { command: "clearcache" });
+      status.show("Role cache cleared.", "ok");
+    }),
+  );
+  return [
+    h("h2", {}, "Maintenance"),
+    h("p", { class: "muted" }, "For admins; the server refuses anyone else."),
+    h("div", { class: "actions" }, housekeeping, clearcache),
+    status,
+  ];
+}
 
 registerPage({
   id: "config",
@@ -37,8 +61,9 @@ registerPage({
           ["connection id", info.openflow_uniqueid],
         ],
       ),
+      ...maintenance(api),
       h("h2", {}, "Your roles"),
-      h("ul", {}, (user.roles || []).map((r) => h("li", {}, r.name))),
+      h("ul", { "aria-label": "your roles" }, (user.roles || []).map((r) => h("li", {}, r.name))),
       h(
         "p",
         { class: "muted" },
