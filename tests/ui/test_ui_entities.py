@@ -145,3 +145,18 @@ async def test_a_user_cannot_open_another_users_document(
     await page.goto("/ui/#/deleted?c=entities")
     await expect(page.get_by_role("heading", name="Deleted documents")).to_be_visible()
     await expect(page.get_by_role("link", name="admin only")).to_have_count(0)
+
+
+async def test_a_large_document_travels_in_pieces_both_ways(
+    pages: Pages, admin: JsonClient
+) -> None:
+    """Over the 25 000-character piece size: the page sends it in pieces and puts the reply's
+    pieces back together."""
+    big = "x" * 60_000
+    page = await pages.signed_in("admin", "admin")
+    await create_in_ui(page, f'{{"name": "big one", "_type": "big", "blob": "{big}"}}')
+    stored = await admin.call("query", collectionname="entities", query={"_type": "big"})
+    assert stored["result"][0]["blob"] == big
+    await page.reload()
+    text = await page.get_by_label("Document (JSON)").input_value()
+    assert big in text
