@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from playwright.async_api import expect
-from uihelpers import Pages
+from uihelpers import Pages, signin
 
 
 @pytest.fixture
@@ -36,3 +36,24 @@ async def test_the_refreshed_token_is_kept_and_used(pages: Pages) -> None:
     # and a reload signs the tab in again with the kept (new) token
     await page.reload()
     await expect(page.locator("#signout")).to_be_visible()
+
+
+class TestSigninTimeout:
+    @pytest.fixture
+    def config_overrides(self) -> dict[str, dict[str, Any]]:
+        return {"websocket": {"signin_timeout_seconds": 1}}
+
+    async def test_a_refused_sign_in_then_the_timeout_leaves_the_form_usable(
+        self, pages: Pages
+    ) -> None:
+        page = await pages.new()
+        await signin(page, "admin", "wrong")
+        await expect(page.get_by_role("alert")).to_have_text("unknown username or wrong password")
+        # the server closes the signed-out connection after a second; the page stays quiet
+        # and the next sign-in opens a new one
+        await page.wait_for_timeout(1500)
+        await expect(page.locator("#banner")).to_be_hidden()
+        await expect(page.get_by_role("alert")).to_have_text("unknown username or wrong password")
+        await page.get_by_label("Password").fill("admin")
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#signout")).to_be_visible()

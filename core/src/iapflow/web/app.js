@@ -154,7 +154,10 @@ async function start() {
     const open = nav.classList.toggle("open");
     menuButton.setAttribute("aria-expanded", String(open));
   });
-  api.addEventListener("close", (event) => reconnect(event.detail));
+  // A signed-out connection that closes (the sign-in timeout) is opened again by the next call.
+  api.addEventListener("close", (event) => {
+    if (api.user) reconnect(event.detail);
+  });
   api.addEventListener("signin", buildNav);
   try {
     await api.resume();
