@@ -8,6 +8,7 @@ cannot prove (scheduling, probes, RBAC, the ingress controller) needs a real clu
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import itertools
@@ -39,8 +40,24 @@ COLLECTIONS = {
     "services": r"/api/v1/namespaces/([^/]+)/services",
     "ingresses": r"/apis/networking\.k8s\.io/v1/namespaces/([^/]+)/ingresses",
     "pods": r"/api/v1/namespaces/([^/]+)/pods",
+    "secrets": r"/api/v1/namespaces/([^/]+)/secrets",
 }
-KINDS = {"deployments": "Deployment", "services": "Service", "ingresses": "Ingress", "pods": "Pod"}
+KINDS = {
+    "deployments": "Deployment",
+    "services": "Service",
+    "ingresses": "Ingress",
+    "pods": "Pod",
+    "secrets": "Secret",
+}
+
+
+def store_secret(secret: dict[str, Any]) -> dict[str, Any]:
+    """As the API server does: ``stringData`` is written into ``data``, base64-encoded."""
+    strings = secret.pop("stringData", None) or {}
+    data = secret.setdefault("data", {})
+    for key, value in strings.items():
+        data[key] = base64.b64encode(value.encode()).decode()
+    return secret
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -156,6 +173,8 @@ class FakeKubernetesApi:
             obj = copy.deepcopy(body)
             obj["metadata"].update(uid=f"uid-{next(_counter)}", creationTimestamp=CREATED)
             store[name] = obj
+            if kind == "secrets":
+                store_secret(obj)
             if kind == "deployments":
                 self.reconcile(obj)
             return web.json_response(obj, status=201)
@@ -176,6 +195,8 @@ class FakeKubernetesApi:
             if request.content_type != "application/merge-patch+json":
                 return self.status(415, "UnsupportedMediaType", request.content_type)
             store[name or ""] = obj = merge_patch(obj, body)
+            if kind == "secrets":
+                store_secret(obj)
             if kind == "deployments":
                 self.reconcile(obj)
             return web.json_response(obj)
@@ -281,6 +302,11 @@ async def fake_api() -> AsyncIterator[tuple[FakeKubernetesApi, str]]:
     await runner.cleanup()
 
 
+def issue_token(user_id: str) -> str:
+    """The server's token issuer, as the platform hands it to runtimes."""
+    return f"token-for-{user_id}-{next(_counter)}"
+
+
 def write_kubeconfig(folder: Path, url: str) -> Path:
     """A kubeconfig pointing at ``url`` with the fake's bearer token."""
     path = folder / "kubeconfig"
@@ -311,7 +337,7 @@ async def kube(
 ) -> AsyncIterator[KubernetesRuntime]:
     runtime = build_kubernetes(
         options(fake_api[1], tmp_path, domain="nr.example.com"),
-        RuntimeContext(tmp_path, "ws://iapflow.iapflow:3000/ws"),
+        RuntimeContext(tmp_path, "ws://iapflow.iapflow:3000/ws", issue_token),
     )
     await runtime.start()
     yield runtime
@@ -330,6 +356,7 @@ DEPLOYMENTS = "/apis/apps/v1/namespaces/nodered/deployments"
 SERVICES = "/api/v1/namespaces/nodered/services"
 INGRESSES = "/apis/networking.k8s.io/v1/namespaces/nodered/ingresses"
 PODS = "/api/v1/namespaces/nodered/pods"
+SECRETS = "/api/v1/namespaces/nodered/secrets"
 
 
 async def test_fake_api_gets_the_exact_deployment_service_and_ingress(
@@ -347,7 +374,7 @@ async def test_fake_api_gets_the_exact_deployment_service_and_ingress(
             cpu_limit="500m",
             liveness_initial_delay_seconds=30,
         ),
-        RuntimeContext(tmp_path, "ws://iapflow.iapflow:3000/ws"),
+        RuntimeContext(tmp_path, "ws://iapflow.iapflow:3000/ws", lambda uid: f"jwt-of-{uid}"),
     )
     api.nodes["node-1"]["pool"] = "nodered"
     await runtime.start()
@@ -394,6 +421,10 @@ async def test_fake_api_gets_the_exact_deployment_service_and_ingress(
                             "env": [
                                 {"name": "TZ", "value": "Europe/Copenhagen"},
                                 {"name": "api_ws_url", "value": "ws://iapflow.iapflow:3000/ws"},
+                                {
+                                    "name": "jwt",
+                                    "valueFrom": {"secretKeyRef": {"name": "alice", "key": "jwt"}},
+                                },
                                 {"name": "nodered_id", "value": "alice"},
                                 {"name": "nodered_sa", "value": "alice"},
                             ],
@@ -452,7 +483,16 @@ async def test_fake_api_gets_the_exact_deployment_service_and_ingress(
             "tls": [{"hosts": ["alice.nr.example.com"], "secretName": "nr-tls"}],
         },
     }
+    [(_, secret, _)] = api.calls("POST", SECRETS)
+    assert secret == {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "alice", "namespace": "nodered", "labels": labels},
+        "type": "Opaque",
+        "stringData": {"jwt": "jwt-of-u1"},
+    }
     assert api.writes() == [
+        ("POST", SECRETS),
         ("POST", DEPLOYMENTS),
         ("POST", SERVICES),
         ("POST", INGRESSES),
@@ -485,6 +525,12 @@ async def test_fake_api_gets_scale_restart_patches_and_deletes(
     again = await kube.ensure(InstanceSpec(name="bob", owner_id="u2", memory_mb=512))
     assert again.state == "running"
     assert len(api.calls("POST", DEPLOYMENTS)) == 1
+    [(_, refreshed, content)] = api.calls("PATCH", SECRETS + "/bob")
+    assert content == "application/merge-patch+json"
+    assert list(refreshed) == ["stringData"]
+    assert refreshed["stringData"]["jwt"].startswith("token-for-u2-")
+    stored = base64.b64decode(api.objects["secrets"]["bob"]["data"]["jwt"]).decode()
+    assert stored == refreshed["stringData"]["jwt"]
     update = api.calls("PATCH", DEPLOYMENTS + "/bob")[-1][1]
     assert update["spec"]["replicas"] == 1
     container = update["spec"]["template"]["spec"]["containers"][0]
@@ -493,12 +539,14 @@ async def test_fake_api_gets_scale_restart_patches_and_deletes(
     deletes = [(m, p) for m, p in api.writes() if m == "DELETE"]
     assert deletes == [
         ("DELETE", INGRESSES + "/bob"),
+        ("DELETE", SECRETS + "/bob"),
         ("DELETE", SERVICES + "/bob"),
         ("DELETE", DEPLOYMENTS + "/bob"),
     ]
     [(query, _, _)] = api.calls("DELETE", DEPLOYMENTS + "/bob")
     assert query["propagationPolicy"] == "Background"
     assert api.objects["pods"] == {} and api.objects["services"] == {}
+    assert api.objects["secrets"] == {}
 
 
 async def test_fake_api_pods_delete_pod_and_node_labels(
@@ -692,6 +740,10 @@ async def test_commands_list_and_delete_pods_on_the_fake_api(
         assert started["result"]["url"] == "http://kubeuser.nr.example.com/"
         [(_, body, _)] = api.calls("POST", DEPLOYMENTS)
         assert body["spec"]["template"]["spec"]["nodeSelector"] == {"disktype": "ssd"}
+        # the instance's jwt (from its Secret) signs in as its owner
+        token = base64.b64decode(api.objects["secrets"]["kubeuser"]["data"]["jwt"]).decode()
+        as_instance = await stack.enter_async_context(JsonClient(base + "/ws"))
+        assert (await as_instance.signin(jwt=token))["user"]["_id"] == user_id
         assert body["metadata"]["labels"]["userid"] == user_id
         got = await user.call("getnoderedinstance")
         [pod] = got["results"]
@@ -733,4 +785,4 @@ async def test_commands_list_and_delete_pods_on_the_fake_api(
         [new_pod] = (await user.call("getagentpods", agentid=agentid))["results"]
         assert new_pod["metadata"]["name"] != pod["metadata"]["name"]
         await user.call("deleteagent", agentid=agentid)
-        assert api.objects["deployments"] == {}
+        assert api.objects["deployments"] == {} and api.objects["secrets"] == {}

@@ -1,15 +1,16 @@
 """The ``kubernetes`` agent runtime: each Node-RED instance is a Deployment with a Service and an
 Ingress rule, through kubernetes-asyncio (``pip install 'iapflow-nodered[kubernetes]'``).
 
-All three objects are named after the instance, live in the configured namespace and carry the
+Each object is named after the instance, lives in the configured namespace and carries the
 labels ``app``, ``openiap.io/instance``, ``openiap.io/managed-by=iapflow`` and ``userid``. The
 Deployment runs one replica of the image with the instance's env, memory and CPU requests and
 limits, a readiness and a liveness probe on Node-RED's ``/auth/login`` and the node selector;
-the Service reaches port 1880; the Ingress routes ``<name>.<domain>`` to it. Stop scales to 0
-and start to 1; restart rolls the pods; delete removes the three objects. iapflow keeps no
-state of its own: a restarted server finds its deployments by label, and it refuses to touch a
-deployment of the same name it did not create. Status is read from the Deployment and its pods,
-so an image that cannot be pulled shows as ``crashed`` with the kubelet's reason.
+the Service reaches port 1880; the Ingress routes ``<name>.<domain>`` to it; a Secret holds the
+owner's token, which the container reads as ``jwt``. Stop scales to 0 and start to 1; restart
+rolls the pods; delete removes every object. iapflow keeps no state of its own: a restarted
+server finds its deployments by label, and it refuses to touch a deployment of the same name it
+did not create. Status is read from the Deployment and its pods, so an image that cannot be
+pulled shows as ``crashed`` with the kubelet's reason.
 """
 
 from __future__ import annotations
@@ -199,7 +200,13 @@ class KubernetesRuntime:
         name = spec.name
         labels = self.labels(spec)
         api_ws_url = str(self.options["api_ws_url"]) or self.context.api_ws_url
-        env = {"nodered_id": name, "api_ws_url": api_ws_url, **spec.env}
+        env: list[dict[str, Any]] = [
+            {"name": key, "value": value}
+            for key, value in {"nodered_id": name, "api_ws_url": api_ws_url, **spec.env}.items()
+        ]
+        if self.has_token(spec):
+            token = {"secretKeyRef": {"name": name, "key": "jwt"}}
+            env.append({"name": "jwt", "valueFrom": token})
         memory = spec.memory_mb or int(self.options["memory_mb"])
         limits = {"memory": f"{memory + int(self.options['memory_headroom_mb'])}Mi"}
         if self.options["cpu_limit"]:
@@ -210,7 +217,7 @@ class KubernetesRuntime:
             "image": spec.image or str(self.options["image"]),
             "imagePullPolicy": str(self.options["image_pull_policy"]),
             "ports": [{"name": "web", "containerPort": NODE_RED_PORT}],
-            "env": [{"name": key, "value": value} for key, value in sorted(env.items())],
+            "env": sorted(env, key=lambda entry: str(entry["name"])),
             "resources": {
                 "requests": {"memory": f"{memory}Mi", "cpu": str(self.options["cpu_request"])},
                 "limits": limits,
@@ -236,6 +243,22 @@ class KubernetesRuntime:
                 "selector": {"matchLabels": {INSTANCE_LABEL: name}},
                 "template": {"metadata": {"labels": labels}, "spec": pod_spec},
             },
+        }
+
+    def has_token(self, spec: InstanceSpec) -> bool:
+        """Whether the instance gets its owner's token (``jwt``): when the server can issue one
+        and the instance has an owner, as the process runtime does."""
+        return bool(self.context.issue_token and spec.owner_id)
+
+    def secret_body(self, spec: InstanceSpec, token: str) -> dict[str, Any]:
+        """The Secret holding the owner's token, which the container reads as ``jwt`` (a
+        Secret rather than plain env, so reading the Deployment does not reveal it)."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": self.metadata(spec),
+            "type": "Opaque",
+            "stringData": {"jwt": token},
         }
 
     def service_body(self, spec: InstanceSpec) -> dict[str, Any]:
@@ -417,8 +440,8 @@ class KubernetesRuntime:
             ),
         )
 
-    async def _create(self, what: str, call: Awaitable[Any]) -> None:
-        """Create an object; one that exists already (409) is left as it is."""
+    async def _create(self, what: str, call: Awaitable[Any]) -> bool:
+        """Create an object; False when one exists already (409), which is left as it is."""
         api_exception = _client().ApiException
         try:
             await self._call(what, call)
@@ -426,15 +449,41 @@ class KubernetesRuntime:
             cause = exc.__cause__
             if not (isinstance(cause, api_exception) and cause.status == 409):
                 raise
+            return False
+        return True
+
+    async def _ensure_secret(self, spec: InstanceSpec) -> None:
+        """Create the token Secret, or give an existing one a fresh token."""
+        assert self.context.issue_token is not None
+        _apps, core, _net = self._apis()
+        body = self.secret_body(spec, self.context.issue_token(spec.owner_id))
+        created = await self._create(
+            f"create secret {spec.name}",
+            core.create_namespaced_secret(self.namespace, body, _request_timeout=TIMEOUT),
+        )
+        if not created:
+            await self._call(
+                f"update secret {spec.name}",
+                core.patch_namespaced_secret(
+                    spec.name,
+                    self.namespace,
+                    {"stringData": body["stringData"]},
+                    _content_type="application/merge-patch+json",
+                    _request_timeout=TIMEOUT,
+                ),
+            )
 
     # -- the runtime interface ----------------------------------------------------------------
 
     async def ensure(self, spec: InstanceSpec) -> InstanceStatus:
-        """Create the deployment, service and ingress, or bring an existing deployment to
-        ``spec`` with one replica."""
+        """Create the token secret, deployment, service and ingress, or bring an existing
+        deployment to ``spec`` with one replica (and a fresh token)."""
         apps, core, net = self._apis()
         body = self.deployment_body(spec)
-        if await self._deployment(spec.name) is None:
+        exists = await self._deployment(spec.name) is not None
+        if self.has_token(spec):
+            await self._ensure_secret(spec)
+        if not exists:
             await self._create(
                 f"create deployment {spec.name}",
                 apps.create_namespaced_deployment(self.namespace, body, _request_timeout=TIMEOUT),
@@ -477,7 +526,8 @@ class KubernetesRuntime:
         return await self.status(name)
 
     async def remove(self, name: str) -> bool:
-        """Delete the ingress, the service and the deployment with its pods."""
+        """Delete the ingress, the token secret, the service and the deployment with its
+        pods."""
         if await self._deployment(name) is None:
             return False
         apps, core, net = self._apis()
@@ -487,6 +537,11 @@ class KubernetesRuntime:
                 net.delete_namespaced_ingress(name, self.namespace, _request_timeout=TIMEOUT),
                 missing_ok=True,
             )
+        await self._call(
+            f"delete secret {name}",
+            core.delete_namespaced_secret(name, self.namespace, _request_timeout=TIMEOUT),
+            missing_ok=True,
+        )
         await self._call(
             f"delete service {name}",
             core.delete_namespaced_service(name, self.namespace, _request_timeout=TIMEOUT),
