@@ -239,6 +239,26 @@ async def test_fake_engine_foreign_container_is_not_touched(
     assert "dave" in engine.containers
 
 
+async def test_fake_engine_container_gets_the_owners_token(
+    fake_engine: tuple[FakeDockerEngine, str], tmp_path: Path
+) -> None:
+    runtime = build_docker(
+        {"url": fake_engine[1]},
+        RuntimeContext(tmp_path, "ws://api:3000/ws", lambda user_id: f"jwt-of-{user_id}"),
+    )
+    await runtime.start()
+    try:
+        await runtime.ensure(InstanceSpec(name="erin", owner_id="u5"))
+        await runtime.ensure(InstanceSpec(name="nobody"))  # no owner: no token
+        await runtime.remove("erin")
+        await runtime.remove("nobody")
+    finally:
+        await runtime.stop()
+    [(_, erin), (_, nobody)] = fake_engine[0].calls("POST", "/containers/create")
+    assert "jwt=jwt-of-u5" in erin["Env"]
+    assert not [line for line in nobody["Env"] if line.startswith("jwt=")]
+
+
 def test_bad_options_name_their_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"agents\.memory_mb"):
         build_docker({"memory_mb": "1G"}, RuntimeContext(tmp_path))

@@ -101,6 +101,9 @@ class DockerRuntime:
                 }
             )
         env = {"nodered_id": name, "api_ws_url": self.context.api_ws_url, **spec.env}
+        if self.context.issue_token is not None and spec.owner_id:
+            # the owner's token, as the process runtime and OpenFlow's docker driver pass it
+            env["jwt"] = self.context.issue_token(spec.owner_id)
         memory = spec.memory_mb or int(self.options["memory_mb"])
         host_config: dict[str, Any] = {
             "Memory": memory * 1024 * 1024,
