@@ -29,7 +29,10 @@ function detailsForm(ctx, doc) {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     run(button, status, async () => {
-      const stored = await save(ctx.api, { ...doc, name: name.value, email: email.value, disabled: disabled.checked });
+      const item = { ...doc, name: name.value, email: email.value };
+      // only admins may change `disabled`: send it only when it is changed
+      if (disabled.checked !== Boolean(doc.disabled)) item.disabled = disabled.checked;
+      const stored = await save(ctx.api, item);
       Object.assign(doc, stored);
       status.show("Saved.", "ok");
     });
