@@ -42,6 +42,10 @@ async def test_upload_and_download_a_file(pages: Pages, admin: JsonClient, tmp_p
     stored = await admin.call("query", collectionname="files", query={"filename": "report.bin"})
     assert stored["result"][0]["length"] == len(CONTENT)
     assert await download(page, "report.bin", tmp_path) == CONTENT
+    # a file saved by another client appears in the open list
+    await admin.call("savefile", filename="from-api.txt", file="aGVsbG8=")
+    await expect(page.get_by_role("link", name="from-api.txt")).to_be_visible()
+    assert await download(page, "from-api.txt", tmp_path) == b"hello"
     # and from the file's own page
     await page.get_by_role("link", name="report.bin").click()
     await expect(page.get_by_role("heading", name="report.bin")).to_be_visible()

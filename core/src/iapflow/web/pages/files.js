@@ -1,5 +1,6 @@
 // Files: the GridFS files the user may read; upload (POST /upload), download
 // (GET /download/<id>), both with the signed-in user's token in the Authorization header.
+// The list follows changes live through a watch on fs.files.
 import { registerPage } from "../registry.js";
 import { escapeRegex, field, formatDate, h, link, pager, run, setContent, statusLine, table } from "../ui.js";
 
@@ -113,11 +114,28 @@ registerPage({
         pager({ skip, top: TOP, count: count.result, shown: files.length }, (s) => ctx.navigate("files", { q: search, skip: s || undefined })),
       );
     }
-    ctx.main.append(uploadForm(ctx, status, load), searchForm, status, list);
+    const live = h("p", { class: "live" });
+    ctx.main.append(uploadForm(ctx, status, load), searchForm, status, live, list);
     try {
       await load();
     } catch (err) {
       status.error(err);
+      return;
+    }
+    let timer = null;
+    try {
+      const stop = await api.watch("fs.files", () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => load().catch((err) => status.error(err)), 250);
+      });
+      live.textContent = "The list follows changes live.";
+      ctx.onLeave(() => {
+        clearTimeout(timer);
+        return stop();
+      });
+    } catch (err) {
+      live.textContent = `Not live: ${err.message}`;
+      live.className = "muted";
     }
   },
 });
