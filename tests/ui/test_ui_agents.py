@@ -111,6 +111,10 @@ async def test_an_agent_document_and_what_another_user_sees(
     await expect(row.get_by_role("link", name="Open the editor of uibot")).to_be_visible()
     await row.get_by_role("button", name="Log of uibot").click()
     await expect(agents.get_by_label("Log of agent uibot")).to_contain_text("Server now running")
+    await expect(row.get_by_role("button", name="Start uibot", exact=True)).to_have_count(0)
+    await row.get_by_role("button", name="Stop uibot").click()
+    await expect(row.locator(".state")).to_have_text("stopped", timeout=STARTUP_MS)
+    await expect(row.get_by_role("button", name="Start uibot", exact=True)).to_be_visible()
 
     # another user: neither the admin's agent nor the admin's instance
     await make_user("nrbob")

@@ -150,13 +150,15 @@ async function agentsSection(ctx, timers) {
         };
         if (!agent.image) return h("span", { class: "muted" }, "runs elsewhere (no image)");
         const label = (verb) => ({ "aria-label": `${verb} ${name}` });
+        const instance = instanceOf.get(agent._id);
+        const up = instance && ["running", ...BUSY].includes(instance.state);
         return h(
           "span",
           { class: "actions inline" },
-          actionButton("Start", status, call("startagent"), load, label("Start")),
-          actionButton("Stop", status, call("stopagent"), load, label("Stop")),
-          actionButton("Restart", status, call("deleteagentpod"), load, label("Restart")),
-          actionButton("Log", status, showLog, async () => {}, label("Log of")),
+          up ? null : actionButton("Start", status, call("startagent"), load, label("Start")),
+          instance && instance.state !== "stopped" ? actionButton("Stop", status, call("stopagent"), load, label("Stop")) : null,
+          instance ? actionButton("Restart", status, call("deleteagentpod"), load, label("Restart")) : null,
+          instance ? actionButton("Log", status, showLog, async () => {}, label("Log of")) : null,
           actionButton("Delete", status, call("deleteagent"), load, {
             ...label("Delete"),
             class: "danger",
