@@ -1,12 +1,15 @@
 """Installing Node-RED from npm into a folder, once, with progress in the log.
 
 ``python -m iapflow_nodered.install <folder>`` does the same as a set-up step, so a server's
-first ``ensurenoderedinstance`` does not wait for npm.
+first ``ensurenoderedinstance`` does not wait for npm. The npm package ``node-red-iapflow``
+(storage module, sign-in through iapflow, nodes) is installed into the same folder from
+``plugins/nodered/node-red-iapflow``, again whenever its files change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 import shutil
@@ -19,6 +22,9 @@ log = logging.getLogger("iapflow.nodered.install")
 
 DEFAULT_VERSION = "4.1"
 MIN_NODE_MAJOR = 18
+PACKAGE_NAME = "node-red-iapflow"
+# The npm package with the storage module, sign-in and nodes, kept beside this plugin's source.
+PACKAGE_DIR = Path(__file__).resolve().parents[2] / PACKAGE_NAME
 
 _locks: dict[Path, asyncio.Lock] = {}
 
@@ -106,6 +112,77 @@ async def ensure_installed(
     return target
 
 
+def package_hash(source: Path) -> str:
+    """A digest of the package's own files (not node_modules), as npm copies them."""
+    digest = hashlib.sha256()
+    files = [source / "package.json", *sorted(source.glob("*.js"))]
+    files += sorted(source.glob("lib/*")) + sorted(source.glob("nodes/*"))
+    for path in files:
+        if path.is_file():
+            digest.update(path.relative_to(source).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def package_current(folder: Path, source: Path = PACKAGE_DIR) -> bool:
+    """True if ``folder`` (a Node-RED install) holds node-red-iapflow with the same files as
+    ``source`` (or any copy, when there is no source to compare with)."""
+    installed = folder / "node_modules" / PACKAGE_NAME
+    if not (installed / "settings.js").exists():
+        return False
+    return not source.is_dir() or package_hash(installed) == package_hash(source)
+
+
+async def ensure_package(folder: Path, node: str = "node", source: Path = PACKAGE_DIR) -> Path:
+    """Install node-red-iapflow from ``source`` into the Node-RED install ``folder`` (a copy,
+    with its dependency ``ws``) unless that version is there; return its ``settings.js``."""
+    target = folder / "node_modules" / PACKAGE_NAME / "settings.js"
+    if package_current(folder, source):
+        return target
+    if not (source / "package.json").exists():
+        raise AgentRuntimeError(
+            f"the {PACKAGE_NAME} npm package is not at {source}: set [agents] package_dir to "
+            f"the plugins/nodered/{PACKAGE_NAME} folder of an iapflow checkout"
+        )
+    node_path = find_node(node)
+    npm = shutil.which("npm", path=str(Path(node_path).parent)) or shutil.which("npm")
+    if npm is None:
+        raise AgentRuntimeError(f"npm is missing: install it beside Node.js to add {PACKAGE_NAME}")
+    lock = _locks.setdefault(folder / PACKAGE_NAME, asyncio.Lock())
+    async with lock:
+        if package_current(folder, source):
+            return target
+        # npm keeps a copy of the same name and version as it is: remove it to get the new files.
+        await asyncio.to_thread(shutil.rmtree, folder / "node_modules" / PACKAGE_NAME, True)
+        log.info("installing %s from %s into %s", PACKAGE_NAME, source, folder)
+        proc = await asyncio.create_subprocess_exec(
+            npm,
+            "install",
+            "--prefix",
+            ".",
+            "--no-audit",
+            "--no-fund",
+            "--omit=dev",
+            "--install-links",
+            str(source),
+            cwd=folder,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        text = out.decode(errors="replace")
+        with (folder / "install.log").open("a", encoding="utf-8") as log_file:
+            log_file.write(text)
+        if proc.returncode != 0 or not target.exists():
+            tail = "\n".join(text.splitlines()[-5:])
+            raise AgentRuntimeError(
+                f"npm install of {PACKAGE_NAME} failed (exit {proc.returncode}): {tail}"
+            )
+        log.info("%s installed in %s", PACKAGE_NAME, folder)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m iapflow_nodered.install <folder> [version]``."""
     args = sys.argv[1:] if argv is None else argv
@@ -115,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     version = args[1] if len(args) > 1 else DEFAULT_VERSION
     try:
-        print(asyncio.run(ensure_installed(Path(args[0]).absolute(), version)))
+        folder = Path(args[0]).absolute()
+        print(asyncio.run(ensure_installed(folder, version)))
+        print(asyncio.run(ensure_package(folder)))
     except AgentRuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

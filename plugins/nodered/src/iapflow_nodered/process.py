@@ -7,6 +7,11 @@ output going straight to the log file, so it outlives the server; the next serve
 ``state.json`` and adopts the process if it still runs, or starts it again if it should run.
 A crash restarts the instance after a back-off; too many crashes in a window leave it
 ``crashed`` with the reason.
+
+An instance of a user on this server gets the npm package ``node-red-iapflow`` (installed into
+the Node-RED folder from ``plugins/nodered/node-red-iapflow``): its settings file keeps flows in
+the ``nodered`` collection and signs users in through iapflow, and the ``jwt`` environment
+variable carries a long-lived token for the owner that the server issues at every start.
 """
 
 from __future__ import annotations
@@ -37,7 +42,14 @@ from iapflow.agents import (
     poll_until_ready,
 )
 from iapflow.errors import ConfigError
-from iapflow_nodered.install import DEFAULT_VERSION, ensure_installed, find_node
+from iapflow_nodered.install import (
+    DEFAULT_VERSION,
+    PACKAGE_DIR,
+    ensure_installed,
+    ensure_package,
+    find_node,
+    package_current,
+)
 
 log = logging.getLogger("iapflow.nodered.process")
 
@@ -53,6 +65,7 @@ OPTIONS = {
     "restart_window_seconds": 300.0,
     "restart_backoff_seconds": 1.0,
     "stop_timeout_seconds": 10.0,
+    "package_dir": "",
 }
 LOG_KEEP_BYTES = 5 * 1024 * 1024
 INSTANCE_ENV = "IAPFLOW_NODERED_INSTANCE"
@@ -135,6 +148,8 @@ def port_free(host: str, port: int) -> bool:
 
 
 def _settings_js(host: str, port: int, secret: str) -> str:
+    """Settings of an instance that is not connected to an iapflow server (no owner, or a
+    runtime used on its own): flows in its userdir, no sign-in, loopback only."""
     settings = {
         "uiHost": host,
         "uiPort": port,
@@ -149,6 +164,17 @@ def _settings_js(host: str, port: int, secret: str) -> str:
     return (
         "// Written by iapflow for this instance; it is rewritten on every start.\n"
         f"module.exports = {json.dumps(settings, indent=2)};\n"
+    )
+
+
+def _iapflow_settings_js(package: Path, options: dict[str, Any]) -> str:
+    """Settings of an instance on iapflow: node-red-iapflow's storage module (flows in the
+    ``nodered`` collection), sign-in through iapflow and its nodes. The token comes from the
+    ``jwt`` environment variable, so it is not written to disk."""
+    return (
+        "// Written by iapflow for this instance; it is rewritten on every start.\n"
+        f"module.exports = require({json.dumps(str(package))})(\n"
+        f"{json.dumps(options, indent=2)}\n);\n"
     )
 
 
@@ -269,12 +295,28 @@ class ProcessRuntime:
             )
         userdir = inst.folder / "userdir"
         userdir.mkdir(parents=True, exist_ok=True)
+        if not (userdir / "package.json").exists():  # Node-RED logs ENOENT without one
+            (userdir / "package.json").write_text('{"name": "node-red-project", "private": true}\n')
         secret_file = inst.folder / "credential-secret"
         if not secret_file.exists():
             secret_file.write_text(secrets.token_hex(24), encoding="utf-8")
         settings = inst.folder / "settings.js"
         secret = secret_file.read_text(encoding="utf-8").strip()
-        settings.write_text(_settings_js(self.host, inst.port, secret), encoding="utf-8")
+        token = self._owner_token(inst.spec)
+        if token:
+            package = await ensure_package(self.install_dir, node, self._package_dir())
+            options = {
+                "uiHost": self.host,
+                "uiPort": inst.port,
+                "credentialSecret": secret,
+                "name": inst.spec.name,
+                "ownerId": inst.spec.owner_id,
+                "ownerName": inst.spec.owner_name,
+            }
+            text = _iapflow_settings_js(package, options)
+        else:
+            text = _settings_js(self.host, inst.port, secret)
+        settings.write_text(text, encoding="utf-8")
         log_file = inst.folder / "node-red.log"
         if log_file.exists() and log_file.stat().st_size > LOG_KEEP_BYTES:
             log_file.replace(inst.folder / "node-red.log.1")
@@ -290,6 +332,8 @@ class ProcessRuntime:
                 **inst.spec.env,
             }
         )
+        if token:
+            env["jwt"] = token
         args = [
             node,
             str(red),
@@ -320,6 +364,22 @@ class ProcessRuntime:
             "started Node-RED instance %s (pid %d, port %d)", inst.spec.name, inst.pid, inst.port
         )
         self._watch(inst)
+
+    def _package_dir(self) -> Path:
+        configured = str(self.options["package_dir"])
+        return Path(configured).expanduser().absolute() if configured else PACKAGE_DIR
+
+    def _on_iapflow(self, spec: InstanceSpec) -> bool:
+        """True when the instance runs on this server's API: flows in the ``nodered``
+        collection, sign-in through iapflow. Not so for a runtime used without a server."""
+        return bool(self.context.issue_token and spec.owner_id and self.context.api_ws_url)
+
+    def _owner_token(self, spec: InstanceSpec) -> str:
+        """A long-lived token for the instance's owner, issued by the server (OpenFlow passes
+        Node-RED its owner's jwt the same way); empty when not on iapflow."""
+        if self.context.issue_token is None or not self._on_iapflow(spec):
+            return ""
+        return self.context.issue_token(spec.owner_id)
 
     def _watch(self, inst: _Instance) -> None:
         if inst.watcher is not None and not inst.watcher.done():
@@ -464,7 +524,10 @@ class ProcessRuntime:
         if inst.pid is None or not self._alive(inst):
             inst.pid, inst.crashed, inst.reason = None, False, ""
             inst.crash_times.clear()
-            inst.installing = not (self.install_dir / "node_modules" / "node-red").exists()
+            inst.installing = not (self.install_dir / "node_modules" / "node-red").exists() or (
+                self._on_iapflow(inst.spec)
+                and not package_current(self.install_dir, self._package_dir())
+            )
             if inst.installing:
                 self._spawn_task(self._launch_safely(inst))
             else:
