@@ -230,3 +230,33 @@ async def test_a_flow_deployed_with_an_iapflow_token_uses_the_api_and_queues(
         assert {"inject1", "qin1", "qout1", "note1"} <= {n["id"] for n in again}
         assert (await _ask(asker, queue, 5))["answer"] == 10
     assert (await alice.call("deletenoderedinstance"))["result"] is True
+
+
+async def test_after_a_server_restart_the_adopted_instance_signs_in_again_and_answers(
+    tmp_path: Path, mongo_storage: dict[str, Any], node_red_dir: Path
+) -> None:
+    agents = {"runtime": "process", "install_dir": str(node_red_dir), "base_port": 19150}
+    config = make_test_config(tmp_path, mongo_storage, agents=agents)
+    queue = f"nrq{uuid.uuid4().hex[:8]}"
+    async with AsyncExitStack() as stack:
+        site = Site(stack, await stack.enter_async_context(running_server(config)))
+        admin = await site.client()
+        await admin.signin("admin", "admin")
+        alice = await site.user(admin, wellknown.PERSONAL_NODERED_USERS)
+        await alice.call("ensurenoderedinstance")
+        pod = await _running(alice)
+        deploy = {"Authorization": f"Bearer {alice.jwt}", "Node-RED-Deployment-Type": "full", **V2}
+        async with httpx.AsyncClient(timeout=30) as http:
+            flows = _flows(uuid.uuid4().hex, queue)
+            reply = await http.post(pod["url"] + "flows", headers=deploy, json={"flows": flows})
+            assert reply.status_code == 200, reply.text
+        assert (await _ask(admin, queue, 1))["answer"] == 2
+    # The same server (same port) comes back; the instance was left running and reconnects.
+    async with AsyncExitStack() as stack:
+        site = Site(stack, await stack.enter_async_context(running_server(config)))
+        admin = await site.client()
+        await admin.signin("admin", "admin")
+        again = (await admin.call("getnoderedinstance", _id=alice.user["_id"]))["result"]
+        assert again["pid"] == pod["pid"] and again["state"] == "running"
+        assert (await _ask(admin, queue, 8))["answer"] == 16
+        assert (await admin.call("deletenoderedinstance", _id=alice.user["_id"]))["result"]
