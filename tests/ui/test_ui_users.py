@@ -74,3 +74,46 @@ async def test_a_user_cannot_create_users_or_disable_itself(pages: Pages, make_u
     await page.get_by_label("Disabled").check()
     await page.get_by_role("button", name="Save", exact=True).click()
     await expect(page.get_by_role("alert")).to_have_text("only admins can change disabled")
+
+
+async def test_admin_impersonates_a_user_and_stops(
+    pages: Pages, admin: JsonClient, make_user: Any
+) -> None:
+    kim = await make_user("kim")
+    await kim.call("insertone", collectionname="entities", item={"name": "kim's note"})
+    mine = await admin.call("insertone", collectionname="entities", item={"name": "admin's"})
+    page = await pages.signed_in("admin", "admin")
+    await page.goto(f"/ui/#/user?id={kim.user['_id']}")
+    await page.get_by_role("button", name="Sign in as kim").click()
+    await expect(page.locator("#user .who")).to_have_text("kim")
+    await page.goto("/ui/#/entities?c=entities")
+    await expect(page.get_by_role("link", name="kim's note")).to_be_visible()
+    await expect(page.get_by_role("link", name="admin's")).to_have_count(0)
+    audit = await admin.call("query", collectionname="audit", query={"_type": "impersonate"})
+    assert [e["userid"] for e in audit["result"]] == [kim.user["_id"]]
+    await page.get_by_role("button", name="Stop impersonating").click()
+    await expect(page.locator("#user .who")).to_have_text("admin")
+    await expect(page.get_by_role("button", name="Stop impersonating")).to_have_count(0)
+    await expect(page.get_by_role("link", name="admin's")).to_be_visible()
+    assert mine["result"]["name"] == "admin's"
+
+
+async def test_a_user_cannot_impersonate_another(
+    pages: Pages, admin: JsonClient, make_user: Any
+) -> None:
+    lea = await make_user("lea")
+    mia = await make_user("mia")
+    page = await pages.signed_in("lea", "secret")
+    await page.goto(f"/ui/#/user?id={mia.user['_id']}")
+    await expect(page.get_by_role("alert")).to_contain_text("that you may read")
+    # with read right lea sees mia, but impersonating needs update right
+    found = await admin.call("query", collectionname="users", query={"_id": mia.user["_id"]})
+    doc = found["result"][0]
+    acl = [*doc["_acl"], {"_id": lea.user["_id"], "name": "lea", "rights": 2}]
+    await admin.call("updateone", collectionname="users", item={**doc, "_acl": acl})
+    await page.reload()
+    await page.get_by_role("button", name="Sign in as mia").click()
+    await expect(page.get_by_role("alert")).to_have_text(
+        f"cannot impersonate {mia.user['_id']}: you need update right on that user"
+    )
+    await expect(page.locator("#user .who")).to_have_text("lea")

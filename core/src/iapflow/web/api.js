@@ -169,6 +169,16 @@ export class Api extends EventTarget {
     }
   }
 
+  /** Act as another user (signin with impersonate): needs update right on that user. */
+  impersonate(userId) {
+    return this.signin({ jwt: this.jwt, impersonate: userId });
+  }
+
+  /** Back to the real user after impersonate(). */
+  stopImpersonating() {
+    return this.signin({ jwt: this.jwt, impersonate: "-1" });
+  }
+
   /** Forget the token and close the connection: the server ends the session with it. */
   signout() {
     sessionStorage.removeItem(TOKEN_KEY);

@@ -54,6 +54,9 @@ function buildNav() {
     api.user
       ? [
           h("span", { class: "who", title: api.user.username }, api.user.name || api.user.username),
+          api.user.impostor
+            ? h("button", { type: "button", id: "unimpersonate", onclick: stopImpersonating }, "Stop impersonating")
+            : null,
           h("button", { type: "button", id: "signout", onclick: signout }, "Sign out"),
         ]
       : null,
@@ -64,6 +67,16 @@ function signout() {
   api.signout();
   signinNotice = "Signed out.";
   navigate("signin");
+}
+
+async function stopImpersonating() {
+  try {
+    await api.stopImpersonating();
+    navigate(firstPage());
+  } catch (err) {
+    banner.textContent = err.message;
+    banner.hidden = false;
+  }
 }
 
 function firstPage() {

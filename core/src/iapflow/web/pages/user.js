@@ -110,6 +110,25 @@ function membersEditor(ctx, doc) {
   return h("section", { class: "card" }, h("h2", {}, "Members"), holder, search, h("div", { class: "actions" }, button), status);
 }
 
+function impersonateForm(ctx, doc) {
+  const status = statusLine();
+  const button = h("button", { type: "button" }, `Sign in as ${doc.username}`);
+  button.addEventListener("click", () =>
+    run(button, status, async () => {
+      await ctx.api.impersonate(doc._id);
+      ctx.navigate(ctx.home());
+    }),
+  );
+  return h(
+    "section",
+    { class: "card" },
+    h("h2", {}, "Impersonate"),
+    h("p", { class: "muted" }, "Act as this user until you stop; the server needs update right on the user and audits it."),
+    button,
+    status,
+  );
+}
+
 async function memberOf(ctx, doc) {
   const reply = await ctx.api.call("query", {
     collectionname: "users",
@@ -159,6 +178,7 @@ registerPage({
     );
     if (doc._type === "user") {
       ctx.main.append(detailsForm(ctx, doc), passwordForm(ctx, doc));
+      if (doc._id !== ctx.api.user._id) ctx.main.append(impersonateForm(ctx, doc));
     } else if (doc._type === "role") {
       ctx.main.append(membersEditor(ctx, doc));
     }
