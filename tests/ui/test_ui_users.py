@@ -60,9 +60,17 @@ async def test_create_user_role_members_password_and_disable(
 
 
 async def test_a_user_cannot_create_users_or_disable_itself(pages: Pages, make_user: Any) -> None:
-    await make_user("erin")
+    erin = await make_user("erin")
+    await make_user("other")
     page = await pages.signed_in("erin", "secret")
     await page.get_by_role("link", name="Users and roles").click()
+    # the list is exactly what the API lets erin read
+    readable = await erin.call("query", collectionname="users", query={"_type": "user"})
+    names = sorted(u["name"] for u in readable["result"])
+    assert "other" not in names
+    await expect(page.locator("caption")).to_have_text(f"{len(names)} users you may see")
+    shown = await page.locator("tbody td[data-label='Name']").all_inner_texts()
+    assert sorted(shown) == names
     await page.get_by_label("Username").fill("mallory")
     await page.get_by_label("Password").fill("pw")
     await page.get_by_role("button", name="Create user").click()
