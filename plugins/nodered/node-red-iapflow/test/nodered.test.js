@@ -38,6 +38,27 @@ async function passwordLogin(username, password) {
     return { status: res.status, body: res.status === 200 ? await res.json() : await res.text() };
 }
 
+test("Node-RED loads the package's nodes for the palette", async () => {
+    const res = await fetch(nr.url + "/nodes", { headers: { Authorization: "Bearer " + owner.jwt, Accept: "application/json" } });
+    assert.equal(res.status, 200);
+    const sets = (await res.json()).filter((set) => set.module === "node-red-iapflow");
+    assert.deepEqual(sets.map((set) => set.name).sort(), ["iapflow-api", "iapflow-queue", "iapflow-workitem"]);
+    for (const set of sets) {
+        assert.equal(set.enabled, true, set.name);
+        assert.equal(set.err, undefined, `${set.name}: ${set.err}`);
+    }
+    assert.deepEqual(sets.flatMap((set) => set.types).sort(), [
+        "api add", "api addorupdate", "api aggregate", "api delete", "api get", "api get jwt",
+        "api update", "api watch", "queue in", "queue out", "workitem add", "workitem pop", "workitem update",
+    ]);
+    const html = await fetch(nr.url + "/nodes", { headers: { Authorization: "Bearer " + owner.jwt, Accept: "text/html" } });
+    const text = await html.text();
+    for (const type of ["api get", "queue in", "workitem pop"]) {
+        assert.ok(text.includes(`data-template-name="${type}"`), `editor template of ${type}`);
+        assert.ok(text.includes(`data-help-name="${type}"`), `help of ${type}`);
+    }
+});
+
 test("the editor signs in with iapflow usernames and passwords", async () => {
     const login = await h.admin(nr, "GET", "/auth/login");
     assert.equal(login.body.type, "credentials");
