@@ -58,6 +58,7 @@ class Client extends EventEmitter {
         this._ready = null;
         this._backoff = 100;
         this._replyQueue = null;
+        this._everConnected = false;
         this._rpcWaiting = new Map(); // correlationId -> {resolve, reject, timer}
         this.on("error", () => {}); // errors are also returned to callers; never crash Node-RED
     }
@@ -84,6 +85,7 @@ class Client extends EventEmitter {
                     await this._signin();
                     await this._restore();
                     this._backoff = 100;
+                    this._everConnected = true;
                     this.emit("connected", this.user);
                     resolve(this.user);
                 } catch (err) {
@@ -174,9 +176,30 @@ class Client extends EventEmitter {
 
     /**
      * Send `command` with `data` (an object) and resolve with the reply's data; reject with a
-     * ReplyError when the server answers `error`, or an Error on timeout or disconnect.
+     * ReplyError when the server answers `error`, or an Error on timeout or disconnect. While
+     * the client is reconnecting, the request waits (up to its timeout) until it is back.
      */
     request(command, data, options) {
+        const open = this.ws && this.ws.readyState === WebSocket.OPEN;
+        if (!open && this._everConnected && this.reconnect && !this.closing) {
+            const timeout = (options && options.timeout) || this.timeout;
+            return new Promise((resolve, reject) => {
+                const timer = setTimeout(() => {
+                    this.removeListener("connected", onConnected);
+                    reject(new Error(`${command}: not connected to iapflow at ${this.url} within ${timeout} ms`));
+                }, timeout);
+                timer.unref();
+                const onConnected = () => {
+                    clearTimeout(timer);
+                    this._sendRequest(command, data, options).then(resolve, reject);
+                };
+                this.once("connected", onConnected);
+            });
+        }
+        return this._sendRequest(command, data, options);
+    }
+
+    _sendRequest(command, data, options) {
         const timeout = (options && options.timeout) || this.timeout;
         const id = newId();
         const text = JSON.stringify(data || {});

@@ -91,7 +91,10 @@ test("after a dropped connection it signs in again and keeps its queues and watc
     await admin.watch("entities", [{ $match: { marker } }], (change) => seen.push(change));
     const again = new Promise((resolve) => admin.once("connected", resolve));
     admin.ws.terminate();
+    // A request made while the connection is down waits for it to come back.
+    const whileDown = admin.insertOne("entities", { _type: "clienttest", marker: "down" + marker });
     await again;
+    assert.equal((await whileDown).marker, "down" + marker);
     const sender = await adminClient();
     open.push(sender);
     await sender.queueMessage({ queuename: queue, data: { hello: 1 } });
