@@ -86,6 +86,16 @@ async function signin(credentials) {
     }
 }
 
+/** As signin(), but null when iapflow cannot be reached: nobody is let in unchecked. */
+async function signinOrNull(credentials) {
+    try {
+        return await signin(credentials);
+    } catch (err) {
+        console.warn(`[iapflow auth] cannot check a sign-in, refusing it: ${err.message}`);
+        return null;
+    }
+}
+
 /**
  * settings.adminAuth for an instance: options {name, ownerId, ownerName, cacheSeconds}.
  * Users signed in through the form are remembered by username for users().
@@ -108,13 +118,13 @@ function adminAuth(options) {
         },
         async authenticate(username, password) {
             if (typeof username !== "string" || typeof password !== "string" || !username) return null;
-            return toNodeRed(await signin({ username, password }));
+            return toNodeRed(await signinOrNull({ username, password }));
         },
         async tokens(token) {
             if (typeof token !== "string" || !token) return null;
             const cached = tokens.get(token);
             if (cached) return cached;
-            const user = toNodeRed(await signin({ jwt: token }));
+            const user = toNodeRed(await signinOrNull({ jwt: token }));
             if (user) tokens.set(token, user);
             return user;
         },
