@@ -229,6 +229,15 @@ async def test_a_flow_deployed_with_an_iapflow_token_uses_the_api_and_queues(
         again = (await http.get(base + "/flows", headers=auth)).json()["flows"]
         assert {"inject1", "qin1", "qout1", "note1"} <= {n["id"] for n in again}
         assert (await _ask(asker, queue, 5))["answer"] == 10
+
+        # Deleting the instance removes its folder; the flows stay in the collection, so a new
+        # instance of the same user starts with them (as in OpenFlow).
+        assert (await alice.call("deletenoderedinstance"))["result"] is True
+        assert not userdir.parent.exists()
+        await alice.call("ensurenoderedinstance")
+        pod = await _running(alice)
+        renewed = (await http.get(pod["url"] + "flows", headers=auth)).json()["flows"]
+        assert {"inject1", "qin1", "qout1", "note1"} <= {n["id"] for n in renewed}
     assert (await alice.call("deletenoderedinstance"))["result"] is True
 
 
