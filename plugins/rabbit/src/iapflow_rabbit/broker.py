@@ -380,8 +380,10 @@ class RabbitBroker(Broker):
         connection = aio_pika.Connection(url)
         # aiormq takes a transport factory; aio_pika.connect() would turn it into a URL query.
         connection.kwargs["transport_factory"] = factory
-        await connection.connect(timeout=10)
         try:
+            # Closed on failure too: an unclosed aio_pika Connection schedules its own close
+            # from __del__, which outside a running loop is a coroutine never awaited.
+            await connection.connect(timeout=10)
             self._publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self._declare = await connection.channel(publisher_confirms=False)
             self._dead_letters = await connection.channel(publisher_confirms=False)
