@@ -50,6 +50,7 @@ from iapflow_nodered.install import (
     find_node,
     package_current,
 )
+from iapflow_nodered.shaping import absent
 
 log = logging.getLogger("iapflow.nodered.process")
 
@@ -566,7 +567,7 @@ class ProcessRuntime:
         """The instance's state, ``absent`` if there is none."""
         inst = self._instances.get(name)
         if inst is None:
-            return InstanceStatus(name=name, state="absent")
+            return absent(name)
         return self._status(inst)
 
     async def list(self) -> list[InstanceStatus]:

@@ -1,7 +1,7 @@
 """How runtimes and commands shape what a runtime knows into :class:`InstanceStatus` and replies.
 
-The runtimes (``docker``, ``kubernetes``, ``stub``; ``process`` is to follow) build their
-statuses with :func:`absent`, :func:`mapped` and :func:`statuses`; the 1.4 and 1.5 commands list
+The runtimes build their statuses with :func:`absent`, :func:`mapped` and :func:`statuses`
+(``process`` lists its instances straight from memory); the 1.4 and 1.5 commands list
 and delete pods through :func:`pods_of` and :func:`delete_pod`, which use a runtime's own pods
 where it has them (:class:`PodRuntime`, Kubernetes) and treat the instance as its one pod
 elsewhere.
