@@ -129,3 +129,33 @@ export function href(page, params = {}) {
 export function escapeRegex(text) {
   return text.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
 }
+
+/**
+ * Keep a list live: watch `collection` (`options` as the watch command takes them, e.g.
+ * aggregates) and call `reload` 250 ms after the last change. `live` (a <p>) says whether the
+ * list is live; the watch ends when the page is left.
+ */
+export async function followLive(ctx, live, collection, reload, options) {
+  let timer = null;
+  try {
+    const stop = await ctx.api.watch(
+      collection,
+      () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          live.textContent = `Updated ${new Date().toLocaleTimeString()}: the list follows changes live.`;
+          reload();
+        }, 250);
+      },
+      options,
+    );
+    live.textContent = "The list follows changes live.";
+    ctx.onLeave(() => {
+      clearTimeout(timer);
+      return stop();
+    });
+  } catch (err) {
+    live.textContent = `Not live: ${err.message}`;
+    live.className = "muted";
+  }
+}

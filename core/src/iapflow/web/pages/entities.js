@@ -1,7 +1,7 @@
 // Entities: pick a collection, filter with a MongoDB query, page through the documents the
 // signed-in user may read; the list follows changes live through a watch.
 import { registerPage } from "../registry.js";
-import { field, formatDate, h, href, link, pager, parseJson, run, setContent, statusLine, table } from "../ui.js";
+import { field, followLive, formatDate, h, href, link, pager, parseJson, run, setContent, statusLine, table } from "../ui.js";
 
 export const PAGE_SIZES = [25, 50, 100, 500];
 
@@ -107,23 +107,6 @@ registerPage({
     }
     await load();
 
-    let timer = null;
-    try {
-      const stop = await api.watch(collection, () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => {
-          live.textContent = `Updated ${new Date().toLocaleTimeString()}: the list follows changes live.`;
-          load();
-        }, 250);
-      });
-      live.textContent = "The list follows changes live.";
-      ctx.onLeave(() => {
-        clearTimeout(timer);
-        return stop();
-      });
-    } catch (err) {
-      live.textContent = `Not live: ${err.message}`;
-      live.className = "muted";
-    }
+    await followLive(ctx, live, collection, load);
   },
 });

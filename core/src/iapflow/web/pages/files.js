@@ -2,7 +2,7 @@
 // (GET /download/<id>), both with the signed-in user's token in the Authorization header.
 // The list follows changes live through a watch on fs.files.
 import { registerPage } from "../registry.js";
-import { escapeRegex, field, formatDate, h, link, pager, run, setContent, statusLine, table } from "../ui.js";
+import { escapeRegex, field, followLive, formatDate, h, link, pager, run, setContent, statusLine, table } from "../ui.js";
 
 const TOP = 25;
 
@@ -122,20 +122,6 @@ registerPage({
       status.error(err);
       return;
     }
-    let timer = null;
-    try {
-      const stop = await api.watch("fs.files", () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => load().catch((err) => status.error(err)), 250);
-      });
-      live.textContent = "The list follows changes live.";
-      ctx.onLeave(() => {
-        clearTimeout(timer);
-        return stop();
-      });
-    } catch (err) {
-      live.textContent = `Not live: ${err.message}`;
-      live.className = "muted";
-    }
+    await followLive(ctx, live, "fs.files", () => load().catch((err) => status.error(err)));
   },
 });

@@ -2,7 +2,7 @@
 // holds what the signed-in user may read, filtered by name and type, and follows changes live
 // through a watch; each entry opens on the "queue" page (queue.js).
 import { registerPage } from "../registry.js";
-import { escapeRegex, field, formatDate, h, link, pager, setContent, statusLine, table } from "../ui.js";
+import { escapeRegex, field, followLive, formatDate, h, link, pager, setContent, statusLine, table } from "../ui.js";
 
 const TOP = 25;
 
@@ -106,23 +106,6 @@ registerPage({
     }
     await load();
 
-    let timer = null;
-    try {
-      const stop = await api.watch("mq", () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => {
-          live.textContent = `Updated ${new Date().toLocaleTimeString()}: the list follows changes live.`;
-          load();
-        }, 250);
-      });
-      live.textContent = "The list follows changes live.";
-      ctx.onLeave(() => {
-        clearTimeout(timer);
-        return stop();
-      });
-    } catch (err) {
-      live.textContent = `Not live: ${err.message}`;
-      live.className = "muted";
-    }
+    await followLive(ctx, live, "mq", load);
   },
 });

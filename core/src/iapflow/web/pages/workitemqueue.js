@@ -3,7 +3,7 @@
 // server copies onto every item (updateworkitemqueue).
 import { aclEditor } from "../acl.js";
 import { registerPage } from "../registry.js";
-import { field, formatDate, h, href, link, pager, parseJson, run, setContent, statusLine, table } from "../ui.js";
+import { field, followLive, formatDate, h, href, link, pager, parseJson, run, setContent, statusLine, table } from "../ui.js";
 import { reload } from "./queues.js";
 import { numbers, STATES } from "./workitems.js";
 
@@ -141,28 +141,7 @@ async function itemsTab(ctx, queue) {
   );
   await load();
 
-  let timer = null;
-  try {
-    const stop = await api.watch(
-      "workitems",
-      () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => {
-          live.textContent = `Updated ${new Date().toLocaleTimeString()}: the list follows changes live.`;
-          load();
-        }, 250);
-      },
-      { aggregates: [{ $match: { wiqid: queue._id } }] },
-    );
-    live.textContent = "The list follows changes live.";
-    ctx.onLeave(() => {
-      clearTimeout(timer);
-      return stop();
-    });
-  } catch (err) {
-    live.textContent = `Not live: ${err.message}`;
-    live.className = "muted";
-  }
+  await followLive(ctx, live, "workitems", load, { aggregates: [{ $match: { wiqid: queue._id } }] });
 }
 
 function settingsTab(ctx, queue) {
