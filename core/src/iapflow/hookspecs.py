@@ -222,4 +222,3 @@ def on_session_closed(platform: Platform, session: Any) -> Any:
 
     .. versionadded:: 0.1
     """
-

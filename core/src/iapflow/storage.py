@@ -179,7 +179,6 @@ class Storage(ABC):
     async def list_indexes(self, collection: str) -> list[Document]:
         """The collection's indexes as ``{"name", "key", ...}`` documents."""
 
-
     # -- change streams (watches) -----------------------------------------------------------
 
     async def watch_changes(self, resume_after: Any | None = None) -> ChangeStream:
