@@ -94,13 +94,17 @@ class InstanceStatus:
 
 @dataclass
 class RuntimeContext:
-    """What the platform hands a runtime factory: the data directory, the server's URL and
+    """What the platform hands a runtime factory: the data directory, the server's URL,
     ``issue_token(user_id)``, which returns a long-lived token for that user (OpenFlow gives
-    each Node-RED instance one for its owner in the ``jwt`` environment variable)."""
+    each Node-RED instance one for its owner in the ``jwt`` environment variable), and
+    ``instance_secret(name)``, a key for the instance derived from the server's secret: the
+    same on every replica and for a re-created instance of that name (Node-RED encrypts its
+    credentials with it)."""
 
     data_dir: Path
     api_ws_url: str = ""
     issue_token: Callable[[str], str] | None = None
+    instance_secret: Callable[[str], str] | None = None
 
 
 @runtime_checkable

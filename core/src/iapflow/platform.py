@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -105,8 +107,15 @@ class Platform:
             def issue_token(user_id: str) -> str:
                 return issuer.issue(user_id, long=True)
 
+            key = self._secret.encode()
+
+            def instance_secret(name: str) -> str:
+                message = b"agent-instance-secret\0" + name.encode()
+                return hmac.new(key, message, hashlib.sha256).hexdigest()
+
             self.agents = runtime_factory(
-                agents.options(), RuntimeContext(self.config.data_dir, api_url, issue_token)
+                agents.options(),
+                RuntimeContext(self.config.data_dir, api_url, issue_token, instance_secret),
             )
 
     async def start_storage(self) -> None:

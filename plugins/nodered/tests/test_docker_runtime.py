@@ -239,12 +239,17 @@ async def test_fake_engine_foreign_container_is_not_touched(
     assert "dave" in engine.containers
 
 
-async def test_fake_engine_container_gets_the_owners_token(
+async def test_fake_engine_container_gets_the_owners_token_and_credential_key(
     fake_engine: tuple[FakeDockerEngine, str], tmp_path: Path
 ) -> None:
     runtime = build_docker(
         {"url": fake_engine[1]},
-        RuntimeContext(tmp_path, "ws://api:3000/ws", lambda user_id: f"jwt-of-{user_id}"),
+        RuntimeContext(
+            tmp_path,
+            "ws://api:3000/ws",
+            lambda user_id: f"jwt-of-{user_id}",
+            lambda name: f"key-of-{name}",
+        ),
     )
     await runtime.start()
     try:
@@ -256,7 +261,8 @@ async def test_fake_engine_container_gets_the_owners_token(
         await runtime.stop()
     [(_, erin), (_, nobody)] = fake_engine[0].calls("POST", "/containers/create")
     assert "jwt=jwt-of-u5" in erin["Env"]
-    assert not [line for line in nobody["Env"] if line.startswith("jwt=")]
+    assert "nodered_credential_secret=key-of-erin" in erin["Env"]
+    assert not [line for line in nobody["Env"] if line.startswith(("jwt=", "nodered_cred"))]
 
 
 def test_bad_options_name_their_key(tmp_path: Path) -> None:

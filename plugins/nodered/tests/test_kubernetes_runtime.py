@@ -374,7 +374,12 @@ async def test_fake_api_gets_the_exact_deployment_service_and_ingress(
             cpu_limit="500m",
             liveness_initial_delay_seconds=30,
         ),
-        RuntimeContext(tmp_path, "ws://iapflow.iapflow:3000/ws", lambda uid: f"jwt-of-{uid}"),
+        RuntimeContext(
+            tmp_path,
+            "ws://iapflow.iapflow:3000/ws",
+            lambda uid: f"jwt-of-{uid}",
+            lambda name: f"key-of-{name}",
+        ),
     )
     api.nodes["node-1"]["pool"] = "nodered"
     await runtime.start()
@@ -424,6 +429,15 @@ async def test_fake_api_gets_the_exact_deployment_service_and_ingress(
                                 {
                                     "name": "jwt",
                                     "valueFrom": {"secretKeyRef": {"name": "alice", "key": "jwt"}},
+                                },
+                                {
+                                    "name": "nodered_credential_secret",
+                                    "valueFrom": {
+                                        "secretKeyRef": {
+                                            "name": "alice",
+                                            "key": "nodered_credential_secret",
+                                        }
+                                    },
                                 },
                                 {"name": "nodered_id", "value": "alice"},
                                 {"name": "nodered_sa", "value": "alice"},
@@ -489,7 +503,7 @@ async def test_fake_api_gets_the_exact_deployment_service_and_ingress(
         "kind": "Secret",
         "metadata": {"name": "alice", "namespace": "nodered", "labels": labels},
         "type": "Opaque",
-        "stringData": {"jwt": "jwt-of-u1"},
+        "stringData": {"jwt": "jwt-of-u1", "nodered_credential_secret": "key-of-alice"},
     }
     assert api.writes() == [
         ("POST", SECRETS),

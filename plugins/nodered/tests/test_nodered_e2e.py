@@ -108,6 +108,14 @@ def _flows(marker: str, queue: str) -> list[dict[str, Any]]:
             "wires": [["qout1"]],
         },
         {"id": "qout1", "type": "queue out", "z": "tab1", "queue": "", "wires": [[]]},
+        {  # a config node with credentials, which Node-RED stores encrypted
+            "id": "broker1",
+            "type": "mqtt-broker",
+            "name": "e2e",
+            "broker": "127.0.0.1",
+            "port": "1883",
+            "credentials": {"user": "e2e-user", "password": "e2e-password"},
+        },
     ]
 
 
@@ -238,6 +246,10 @@ async def test_a_flow_deployed_with_an_iapflow_token_uses_the_api_and_queues(
         pod = await _running(alice)
         renewed = (await http.get(pod["url"] + "flows", headers=auth)).json()["flows"]
         assert {"inject1", "qin1", "qout1", "note1"} <= {n["id"] for n in renewed}
+        # The server gives the new instance the same credential key, so the encrypted
+        # credentials kept in the collection still open.
+        kept = await http.get(pod["url"] + "credentials/mqtt-broker/broker1", headers=auth)
+        assert kept.json() == {"user": "e2e-user", "has_password": True}
     assert (await alice.call("deletenoderedinstance"))["result"] is True
 
 

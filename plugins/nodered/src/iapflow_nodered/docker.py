@@ -104,6 +104,9 @@ class DockerRuntime:
         if self.context.issue_token is not None and spec.owner_id:
             # the owner's token, as the process runtime and OpenFlow's docker driver pass it
             env["jwt"] = self.context.issue_token(spec.owner_id)
+            if self.context.instance_secret is not None:
+                # node-red-iapflow's key for the credentials it keeps in the nodered collection
+                env["nodered_credential_secret"] = self.context.instance_secret(name)
         memory = spec.memory_mb or int(self.options["memory_mb"])
         host_config: dict[str, Any] = {
             "Memory": memory * 1024 * 1024,

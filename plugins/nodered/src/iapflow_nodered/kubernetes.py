@@ -205,8 +205,8 @@ class KubernetesRuntime:
             for key, value in {"nodered_id": name, "api_ws_url": api_ws_url, **spec.env}.items()
         ]
         if self.has_token(spec):
-            token = {"secretKeyRef": {"name": name, "key": "jwt"}}
-            env.append({"name": "jwt", "valueFrom": token})
+            for key in self.secret_data(spec, ""):
+                env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})
         memory = spec.memory_mb or int(self.options["memory_mb"])
         limits = {"memory": f"{memory + int(self.options['memory_headroom_mb'])}Mi"}
         if self.options["cpu_limit"]:
@@ -250,15 +250,23 @@ class KubernetesRuntime:
         and the instance has an owner, as the process runtime does."""
         return bool(self.context.issue_token and spec.owner_id)
 
+    def secret_data(self, spec: InstanceSpec, token: str) -> dict[str, str]:
+        """What the instance's Secret holds, each key an environment variable of the container:
+        the owner's token (``jwt``) and the key node-red-iapflow encrypts credentials with."""
+        data = {"jwt": token}
+        if self.context.instance_secret is not None:
+            data["nodered_credential_secret"] = self.context.instance_secret(spec.name)
+        return data
+
     def secret_body(self, spec: InstanceSpec, token: str) -> dict[str, Any]:
-        """The Secret holding the owner's token, which the container reads as ``jwt`` (a
-        Secret rather than plain env, so reading the Deployment does not reveal it)."""
+        """The Secret holding the owner's token and the credential key (a Secret rather than
+        plain env, so reading the Deployment does not reveal them)."""
         return {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": self.metadata(spec),
             "type": "Opaque",
-            "stringData": {"jwt": token},
+            "stringData": self.secret_data(spec, token),
         }
 
     def service_body(self, spec: InstanceSpec) -> dict[str, Any]:

@@ -298,11 +298,8 @@ class ProcessRuntime:
         userdir.mkdir(parents=True, exist_ok=True)
         if not (userdir / "package.json").exists():  # Node-RED logs ENOENT without one
             (userdir / "package.json").write_text('{"name": "node-red-project", "private": true}\n')
-        secret_file = inst.folder / "credential-secret"
-        if not secret_file.exists():
-            secret_file.write_text(secrets.token_hex(24), encoding="utf-8")
         settings = inst.folder / "settings.js"
-        secret = secret_file.read_text(encoding="utf-8").strip()
+        secret = self._credential_secret(inst)
         token = self._owner_token(inst.spec)
         if token:
             package = await ensure_package(self.install_dir, node, self._package_dir())
@@ -365,6 +362,17 @@ class ProcessRuntime:
             "started Node-RED instance %s (pid %d, port %d)", inst.spec.name, inst.pid, inst.port
         )
         self._watch(inst)
+
+    def _credential_secret(self, inst: _Instance) -> str:
+        """The key Node-RED encrypts the instance's credentials with: the server's key for this
+        instance name, so a re-created instance reads the credentials kept in ``nodered``; a
+        random one kept in the instance folder when the runtime runs without a server."""
+        if self.context.instance_secret is not None:
+            return self.context.instance_secret(inst.spec.name)
+        secret_file = inst.folder / "credential-secret"
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_hex(24), encoding="utf-8")
+        return secret_file.read_text(encoding="utf-8").strip()
 
     def _package_dir(self) -> Path:
         configured = str(self.options["package_dir"])
