@@ -1,6 +1,7 @@
 """The work item pages in a real browser against a real server: add a queue and an item, a
 worker pops it and fails it over the websocket API, the item's failure shows live, it is
-resubmitted in the UI and is new again; settings, purge and delete; a user sees only the
+resubmitted in the UI and is new again; the queues list follows counts and new queues live;
+settings, purge and delete; a user sees only the
 queues it may read, and bad input is refused in the server's words."""
 
 from __future__ import annotations
@@ -79,6 +80,13 @@ async def test_add_pop_fail_resubmit_and_purge(pages: Pages, admin: JsonClient) 
     await page.get_by_role("link", name="← Work item queues").click()
     queue_row = page.get_by_role("row").filter(has=page.get_by_role("link", name="invoices"))
     await expect(queue_row.locator("td[data-label=new]")).to_have_text("1")
+
+    # live: a worker's pop moves the counts, and a queue added elsewhere appears
+    await admin.call("popworkitem", wiq="invoices")
+    await expect(queue_row.locator("td[data-label=processing]")).to_have_text("1")
+    await expect(queue_row.locator("td[data-label=new]")).to_have_text("0")
+    await admin.call("addworkitemqueue", name="receipts")
+    await expect(page.get_by_role("link", name="receipts")).to_be_visible()
 
     # the ACL: the queue's users role has full control
     await queue_row.get_by_role("link", name="invoices").click()

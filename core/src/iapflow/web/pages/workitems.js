@@ -2,7 +2,7 @@
 // items each holds per state, and a form to add one (addworkitemqueue). A queue opens on the
 // "workitemqueue" page, with its items and settings.
 import { registerPage } from "../registry.js";
-import { escapeRegex, field, h, link, pager, run, setContent, statusLine, table } from "../ui.js";
+import { escapeRegex, field, followLive, h, link, pager, run, setContent, statusLine, table } from "../ui.js";
 import { reload } from "./queues.js";
 
 const TOP = 25;
@@ -97,12 +97,13 @@ registerPage({
       event.preventDefault();
       go(0);
     });
+    const live = h("p", { class: "live", "aria-live": "off" });
     const results = h("div", { class: "results" });
-    ctx.main.append(filter, status, results, addQueueForm(ctx, status));
+    ctx.main.append(filter, status, live, results, addQueueForm(ctx, status));
 
     const query = { _type: "workitemqueue" };
     if (name) query.name = { $regex: escapeRegex(name), $options: "i" };
-    await reload(status, async () => {
+    const load = () => reload(status, async () => {
       const [page, count] = await Promise.all([
         api.call("query", { collectionname: "mq", query, top: TOP, skip, orderby: { name: 1 } }),
         api.call("count", { collectionname: "mq", query }),
@@ -125,5 +126,9 @@ registerPage({
         pager({ skip, top: TOP, count: count.result, shown: queues.length }, go),
       );
     });
+    await load();
+    // Live: queues added or changed by others, and the item counts as items move.
+    await followLive(ctx, live, "mq", load, { aggregates: [{ $match: { _type: "workitemqueue" } }] });
+    await followLive(ctx, live, "workitems", load);
   },
 });
