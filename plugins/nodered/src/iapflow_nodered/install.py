@@ -23,8 +23,10 @@ log = logging.getLogger("iapflow.nodered.install")
 DEFAULT_VERSION = "4.1"
 MIN_NODE_MAJOR = 18
 PACKAGE_NAME = "node-red-iapflow"
-# The npm package with the storage module, sign-in and nodes, kept beside this plugin's source.
-PACKAGE_DIR = Path(__file__).resolve().parents[2] / PACKAGE_NAME
+# The npm package with the storage module, sign-in and nodes: inside this package when it was
+# installed from a wheel, beside its source in a checkout.
+_SHIPPED = Path(__file__).resolve().parent / "node_red_iapflow"
+PACKAGE_DIR = _SHIPPED if _SHIPPED.is_dir() else Path(__file__).resolve().parents[2] / PACKAGE_NAME
 
 _locks: dict[Path, asyncio.Lock] = {}
 
