@@ -3,6 +3,8 @@ refused sign-in shown in the server's words, and the token kept per tab."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from playwright.async_api import expect
 from uihelpers import Pages, signin
@@ -21,6 +23,47 @@ async def test_assets_are_served_under_ui_with_security_headers(base_url: str) -
         # the folder is also a Python package: its Python files are not served
         assert (await http.get("/ui/__init__.py")).status_code == 404
         assert (await http.get("/ui/nosuch.js")).status_code == 404
+
+
+async def _raw_get(base_url: str, path: str) -> tuple[int, bytes]:
+    """GET ``path`` exactly as written (httpx would resolve dot segments first)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+async def test_only_ui_assets_are_served_whatever_the_path(base_url: str) -> None:
+    # A trailing slash, dot segments (plain, encoded or with backslashes), NUL bytes and huge
+    # paths never reach a Python file or anything outside the UI's folder.
+    for path in (
+        "/ui/__init__.py/",
+        "/ui/./__init__.py/",
+        "/ui/pages/../__init__.py/",
+        "/ui/../app.py",
+        "/ui/%2e%2e/app.py",
+        "/ui/%2e%2e/__init__.py/",
+        "/ui/..%2f__init__.py",
+        "/ui/..%5c__init__.py/",
+        "/ui/..\\__init__.py",
+        "/ui/index.html%00.js",
+        "/ui/__init__.py%00.js",
+        "/ui/pages/",
+        "/ui/" + "a" * 20000 + ".js",
+    ):
+        status, body = await _raw_get(base_url, path)
+        assert status in (400, 404, 414), (path[:40], status)
+        assert b"import" not in body and b'"""' not in body, path[:40]
+    # what is served keeps its headers, also on a HEAD
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        head = await http.head("/ui/app.js")
+        assert head.status_code == 200
+        assert head.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in head.headers["content-security-policy"]
+        assert (await http.post("/ui/app.js")).status_code == 405
 
 
 async def test_sign_in_and_out(pages: Pages) -> None:

@@ -7,6 +7,8 @@ docs/web-ui.md describes the pages and how to add one.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from starlette.requests import Request
@@ -51,6 +53,15 @@ class UiFiles(StaticFiles):
             await send(message)
 
         await super().__call__(scope, receive, send_with_headers)
+
+    def lookup_path(self, path: str) -> tuple[str, os.stat_result | None]:
+        # The request path is normalised before the lookup ("__init__.py/" becomes
+        # "__init__.py"), so the check above is not enough: check the file actually found.
+        full_path, stat_result = super().lookup_path(path)
+        is_file = stat_result is not None and stat.S_ISREG(stat_result.st_mode)
+        if is_file and not full_path.endswith(SERVED_SUFFIXES):
+            return "", None
+        return full_path, stat_result
 
 
 async def _to_ui(_request: Request) -> Response:
