@@ -7,13 +7,15 @@ user's instance nor agent; with no runtime the page shows the server's reason.""
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, WebSocketRoute, expect
 from uihelpers import Pages
 
 from iapflow.testing import JsonClient, ReplyError
@@ -159,3 +161,33 @@ async def test_no_runtime_is_shown_in_the_servers_words(pages: Pages) -> None:
     await expect(instance_box(page).get_by_role("alert")).to_contain_text(
         "no agent runtime is configured"
     )
+
+
+@pytest.mark.parametrize("config_overrides", [{}])
+@pytest.mark.parametrize("url", ["javascript:alert(1)", " JavaScript:alert(1)", "data:text/html,x"])
+async def test_only_http_urls_become_editor_links(pages: Pages, url: str) -> None:
+    # The instance's url comes from the server; a runtime that reported a javascript: or data:
+    # url must not give a clickable link. The websocket answers getnoderedinstance itself.
+    page = await pages.signed_in("admin", "admin")
+
+    def route(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("command") != "getnoderedinstance":
+                server.send(message)
+                return
+            result = {"name": "admin", "state": "running", "url": url}
+            reply = {"id": "x1", "replyto": frame["id"], "command": frame["command"]}
+            ws.send(json.dumps({**reply, "data": json.dumps({"result": result})}))
+
+        ws.on_message(from_page)
+
+    await page.context.route_web_socket(re.compile(".*"), route)
+    await page.reload()
+    await page.goto("/ui/#/agents")
+    box = instance_box(page)
+    await expect(box.locator("dl.summary .state")).to_have_text("running")
+    await expect(box).to_contain_text(url.strip())
+    await expect(box.get_by_role("link")).to_have_count(0)

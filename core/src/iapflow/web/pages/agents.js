@@ -19,6 +19,8 @@ function stateBadge(instance) {
 
 function editorLink(instance) {
   if (!instance || !instance.url || instance.state !== "running") return "";
+  // Only a web address becomes a link: never javascript:, data: or the like from the server.
+  if (!/^https?:\/\//i.test(String(instance.url))) return "";
   return h("a", { href: instance.url, target: "_blank", rel: "noopener noreferrer" }, `Open the editor of ${instance.name}`);
 }
 
