@@ -251,3 +251,45 @@ async def test_an_agent_without_image_runs_elsewhere(stub_server: Connect) -> No
     assert (await admin.call("stopagent", agentid=daemon["_id"]))["result"] is None
     with pytest.raises(ReplyError, match="agentid is required"):
         await admin.call("startagent")
+
+
+async def test_an_agent_cannot_take_over_another_users_instance(stub_server: Connect) -> None:
+    # Instance names are slugs reduced to [a-z0-9]: an agent whose slug names someone else's
+    # instance ("../<name>", "<NAME>") must not start, stop, restart, read or delete it.
+    admin = await _admin(stub_server)
+    alice = await _user(stub_server, admin)
+    bob = await _user(stub_server, admin, nodered=False)
+    victim = (await alice.call("ensurenoderedinstance"))["result"]["name"]
+    for slug in (victim, f"../{victim}", victim.upper()):
+        agent = await _agent(bob, slug, image="openiap/nodered")
+        for command in (
+            "startagent",
+            "stopagent",
+            "getagentpods",
+            "getagentlog",
+            "deleteagentpod",
+            "deleteagent",
+        ):
+            with pytest.raises(ReplyError, match="belongs to another"):
+                await bob.call(command, agentid=agent["_id"])
+    mine = (await alice.call("getnoderedinstance"))["result"]
+    assert mine["state"] == "running" and mine["owner"] == alice.user["_id"]
+
+
+async def test_runas_set_on_a_document_needs_invoke_right_on_that_user(
+    stub_server: Connect,
+) -> None:
+    # runas is an ordinary field: an agent bob writes with alice's id must not start as alice
+    # (the instance would get a token for her).
+    admin = await _admin(stub_server)
+    alice = await _user(stub_server, admin, nodered=False)
+    bob = await _user(stub_server, admin, nodered=False)
+    agent = await _agent(bob, "bobbot", image="openiap/nodered", runas=alice.user["_id"])
+    for command in ("startagent", "getagentpods"):
+        with pytest.raises(ReplyError, match="access denied to runas user"):
+            await bob.call(command, agentid=agent["_id"])
+    # admin has Invoke on every user: an agent admin writes for alice starts as alice
+    mine = await _agent(admin, "foralice", image="openiap/nodered", runas=alice.user["_id"])
+    started = (await admin.call("startagent", agentid=mine["_id"]))["result"]
+    assert started["owner"] == alice.user["_id"]
+    await admin.call("deleteagent", agentid=mine["_id"])

@@ -46,10 +46,36 @@ def _name(agent: dict[str, Any]) -> str:
     return instance_name(str(agent.get("slug") or agent.get("name") or ""))
 
 
-def _spec(agent: dict[str, Any]) -> InstanceSpec:
+async def _owner(request: Request, agent: dict[str, Any]) -> str:
+    """Who the agent's instance runs as (and gets a token for): ``runas``, else the creator.
+
+    ``runas`` is a field anyone who may edit the document can set, so a ``runas`` that is
+    neither the caller nor the creator needs Invoke right on that user, as registeragent asks.
+    """
+    creator = str(agent.get("_createdbyid") or "")
+    owner = str(agent.get("runas") or creator)
+    if owner not in (creator, request.user.id):
+        await _runas_user(request, owner)
+    return owner
+
+
+async def _instance(request: Request, agent: dict[str, Any]) -> tuple[str, str]:
+    """The agent's instance name and owner. Names are slugs reduced to ``[a-z0-9]``, so a slug
+    can name someone else's instance (a user's Node-RED, another agent): refused."""
+    name = _name(agent)
+    owner = await _owner(request, agent)
+    status = await runtime_of(request).status(name)
+    if status.state != "absent" and status.owner_id and status.owner_id != owner:
+        raise AccessDenied(
+            f"{request.command}: instance {name} belongs to another user or agent; "
+            "give this agent another slug"
+        )
+    return name, owner
+
+
+def _spec(agent: dict[str, Any], owner: str) -> InstanceSpec:
     env = agent.get("environment") if isinstance(agent.get("environment"), dict) else {}
     assert isinstance(env, dict)
-    owner = str(agent.get("runas") or agent.get("_createdbyid") or "")
     return InstanceSpec(
         name=_name(agent),
         owner_id=owner,
@@ -78,7 +104,8 @@ async def startagent(request: Request) -> dict[str, Any]:
     agent = await _agent(request)
     if not agent.get("image"):
         return {"result": None}
-    status = await runtime.ensure(_spec(agent))
+    _, owner = await _instance(request, agent)
+    status = await runtime.ensure(_spec(agent, owner))
     await _audit(request, "startagent", agent)
     return {"result": status.as_dict()}
 
@@ -87,9 +114,12 @@ async def stopagent(request: Request) -> dict[str, Any]:
     """Stop the agent's instance."""
     runtime = runtime_of(request)
     agent = await _agent(request)
-    if not agent.get("image") or (await runtime.status(_name(agent))).state == "absent":
+    if not agent.get("image"):
         return {"result": None}
-    status = await runtime.stop_instance(_name(agent))
+    name, _ = await _instance(request, agent)
+    if (await runtime.status(name)).state == "absent":
+        return {"result": None}
+    status = await runtime.stop_instance(name)
     await _audit(request, "stopagent", agent)
     return {"result": status.as_dict()}
 
@@ -98,16 +128,18 @@ async def getagentpods(request: Request) -> dict[str, Any]:
     """The agent's instance as a list of pods (empty when it does not run here)."""
     runtime = runtime_of(request)
     agent = await _agent(request)
-    return {"results": as_results(await pods_of(runtime, _name(agent)))}
+    name, _ = await _instance(request, agent)
+    return {"results": as_results(await pods_of(runtime, name))}
 
 
 async def getagentlog(request: Request) -> dict[str, Any]:
     """The last lines the agent's instance logged."""
     runtime = runtime_of(request)
     agent = await _agent(request)
-    if (await runtime.status(_name(agent))).state == "absent":
+    name, _ = await _instance(request, agent)
+    if (await runtime.status(name)).state == "absent":
         return {"result": ""}
-    text = await runtime.logs(_name(agent), 50)
+    text = await runtime.logs(name, 50)
     await _audit(request, "getagentlog", agent)
     return {"result": text}
 
@@ -117,12 +149,13 @@ async def deleteagentpod(request: Request) -> dict[str, Any]:
     its instance."""
     runtime = runtime_of(request)
     agent = await _agent(request)
-    if (await runtime.status(_name(agent))).state == "absent":
+    name, _ = await _instance(request, agent)
+    if (await runtime.status(name)).state == "absent":
         return {"result": None}
-    pod = request.data.get("podname") or _name(agent)
+    pod = request.data.get("podname") or name
     if not isinstance(pod, str):
         raise ApiError("podname must be a pod name (see getagentpods)")
-    status = await delete_pod(runtime, _name(agent), pod)
+    status = await delete_pod(runtime, name, pod)
     await _audit(request, "deleteagentpod", agent)
     return {"result": status.as_dict()}
 
@@ -131,7 +164,8 @@ async def deleteagent(request: Request) -> dict[str, Any]:
     """Remove the agent's instance and delete the agent document (Invoke and Delete)."""
     runtime = runtime_of(request)
     agent = await _agent(request, INVOKE | DELETE)
-    removed = await runtime.remove(_name(agent))
+    name, _ = await _instance(request, agent)
+    removed = await runtime.remove(name)
     await request.platform.data.delete_one(request.user, COLLECTION, str(agent["_id"]))
     await _audit(request, "deleteagent", agent)
     return {"result": removed}
