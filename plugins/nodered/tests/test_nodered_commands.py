@@ -293,3 +293,19 @@ async def test_runas_set_on_a_document_needs_invoke_right_on_that_user(
     started = (await admin.call("startagent", agentid=mine["_id"]))["result"]
     assert started["owner"] == alice.user["_id"]
     await admin.call("deleteagent", agentid=mine["_id"])
+
+
+async def test_a_user_cannot_take_over_an_instance_of_the_same_name(stub_server: Connect) -> None:
+    # "carol" and bob's agent with slug "Carol" reduce to one instance name: whoever has it
+    # keeps it, the other gets a clear refusal.
+    admin = await _admin(stub_server)
+    bob = await _user(stub_server, admin, nodered=False)
+    carol = await _user(stub_server, admin)
+    name = carol.user["username"]
+    agent = await _agent(bob, name.upper(), image="openiap/nodered")
+    assert (await bob.call("startagent", agentid=agent["_id"]))["result"]["name"] == name
+    for command in ("ensurenoderedinstance", "getnoderedinstance", "stopnoderedinstance"):
+        with pytest.raises(ReplyError, match="belongs to another"):
+            await carol.call(command)
+    pods = (await bob.call("getagentpods", agentid=agent["_id"]))["results"]
+    assert pods[0]["state"] == "running" and pods[0]["owner"] == bob.user["_id"]
