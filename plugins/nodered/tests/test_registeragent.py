@@ -186,11 +186,26 @@ async def test_bad_registrations_get_clear_errors(make_user: MakeUser, admin: Js
         ("{not json", "data is not JSON"),
         ("[1, 2]", "registeragent needs data"),
         (json.dumps({"hostname": 5}), "hostname must be a string"),
+        (json.dumps({**MACHINE, "username": {"$ne": None}}), "username must be a string"),
+        (json.dumps({**MACHINE, "slug": "../../"}), "must give an instance name"),
+        (json.dumps({**MACHINE, "slug": "!!!"}), "must give an instance name"),
+        (json.dumps({**MACHINE, "slug": "a" * 64}), "must give an instance name"),
+        (json.dumps({**MACHINE, "os": {"$gt": ""}}), "os must be a string"),
+        (json.dumps({**MACHINE, "languages": ["en", {"$x": 1}]}), "languages must be"),
     ]:
         with pytest.raises(ReplyError, match=message):
             await alice.call("customcommand", command="registeragent", data=data)
     with pytest.raises(ReplyError, match="id must be the agent's _id"):
         await alice.call("customcommand", command="registeragent", data=MACHINE, id=5)
+    with pytest.raises(ReplyError, match="id must be the agent's _id"):
+        await alice.call("customcommand", command="registeragent", data=MACHINE, id={"$ne": ""})
+    # an agent that exists is not changed by a refused registration either
+    agent = await register(alice, {**MACHINE, "slug": "../Robot-01"})
+    with pytest.raises(ReplyError, match="os must be a string"):
+        await register(alice, {**MACHINE, "os": {"$gt": ""}})
+    [stored] = (await alice.call("query", collectionname="agents", query={}))["result"]
+    assert stored["os"] == "linux" and stored["lastseen"] == agent["lastseen"]
+    await alice.call("deleteone", collectionname="agents", id=agent["_id"])
     workitem = await alice.call(
         "insertone", collectionname="agents", item={"_type": "package", "name": "p"}
     )

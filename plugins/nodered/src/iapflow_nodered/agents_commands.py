@@ -14,6 +14,7 @@ in the ``agents`` collection, with OpenFlow 1.5's rules: see :func:`registeragen
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import string
 from typing import Any
@@ -208,6 +209,19 @@ def _registration(request: Request) -> dict[str, Any]:
     for key in ("hostname", "username", "name", "slug", "runas"):
         if agent.get(key) is not None and not isinstance(agent[key], str):
             raise ApiError(f"registeragent: {key} must be a string")
+    # what the machine reports is plain values (languages a list of them), never an object
+    # that could carry query operators into the stored document
+    for key in REPORTED:
+        value = agent.get(key)
+        values = value if isinstance(value, list) else [value]
+        if not all(v is None or isinstance(v, str | int | float | bool) for v in values):
+            raise ApiError(f"registeragent: {key} must be a string, number, true/false or a list")
+    slug = agent.get("slug")
+    if slug is not None and not (0 < len(re.sub(r"[^a-z0-9]", "", slug.lower())) <= 63):
+        raise ApiError(
+            f"registeragent: slug {slug[:70]!r} must give an instance name of 1 to 63 "
+            "letters and digits (a DNS label for docker and kubernetes)"
+        )
     return agent
 
 
