@@ -14,6 +14,9 @@
 const connection = require("./lib/connection");
 
 const DEFAULT_CACHE_SECONDS = 60;
+// How long a sign-in waits for the connection to iapflow before it is refused (503 for HTTP-in):
+// while iapflow cannot be reached the connection keeps trying, and callers must not hang.
+const DEFAULT_CONNECT_WAIT_MS = 10000;
 
 /** The role names that decide permissions on instance `name`, OpenFlow's names. */
 function roleNames(name) {
@@ -74,9 +77,22 @@ class Cache {
     }
 }
 
+/** The shared client, or an Error once `ms` have passed without a connection. */
+async function connected(ms) {
+    let timer;
+    const waited = new Promise((resolve, reject) => {
+        timer = setTimeout(() => reject(new Error(`no connection to iapflow within ${ms} ms`)), ms);
+    });
+    try {
+        return await Promise.race([connection.get(), waited]);
+    } finally {
+        clearTimeout(timer);
+    }
+}
+
 /** The iapflow user for credentials ({username, password} or {jwt}), or null if refused. */
-async function signin(credentials) {
-    const client = await connection.get();
+async function signin(credentials, waitMs) {
+    const client = await connected(waitMs || DEFAULT_CONNECT_WAIT_MS);
     try {
         const reply = await client.validate(credentials);
         return reply.user || null;
@@ -87,9 +103,9 @@ async function signin(credentials) {
 }
 
 /** As signin(), but null when iapflow cannot be reached: nobody is let in unchecked. */
-async function signinOrNull(credentials) {
+async function signinOrNull(credentials, waitMs) {
     try {
-        return await signin(credentials);
+        return await signin(credentials, waitMs);
     } catch (err) {
         console.warn(`[iapflow auth] cannot check a sign-in, refusing it: ${err.message}`);
         return null;
@@ -97,7 +113,8 @@ async function signinOrNull(credentials) {
 }
 
 /**
- * settings.adminAuth for an instance: options {name, ownerId, ownerName, cacheSeconds}.
+ * settings.adminAuth for an instance: options {name, ownerId, ownerName, cacheSeconds,
+ * connectWaitMs}.
  * Users signed in through the form are remembered by username for users().
  */
 function adminAuth(options) {
@@ -118,13 +135,13 @@ function adminAuth(options) {
         },
         async authenticate(username, password) {
             if (typeof username !== "string" || typeof password !== "string" || !username) return null;
-            return toNodeRed(await signinOrNull({ username, password }));
+            return toNodeRed(await signinOrNull({ username, password }, options.connectWaitMs));
         },
         async tokens(token) {
             if (typeof token !== "string" || !token) return null;
             const cached = tokens.get(token);
             if (cached) return cached;
-            const user = toNodeRed(await signinOrNull({ jwt: token }));
+            const user = toNodeRed(await signinOrNull({ jwt: token }, options.connectWaitMs));
             if (user) tokens.set(token, user);
             return user;
         },
@@ -138,7 +155,7 @@ function unauthorized(res, message) {
 
 /**
  * settings.httpNodeMiddleware for an instance: options {name, ownerId, ownerName,
- * apiAllowAnonymous, cacheSeconds}. Sets req.user to the iapflow user.
+ * apiAllowAnonymous, cacheSeconds, connectWaitMs}. Sets req.user to the iapflow user.
  */
 function httpNodeMiddleware(options) {
     options = options || {};
@@ -164,7 +181,7 @@ function httpNodeMiddleware(options) {
             req.user = cached;
             return next();
         }
-        signin(credentials).then((user) => {
+        signin(credentials, options.connectWaitMs).then((user) => {
             if (!user) return unauthorized(res, "iapflow refused these credentials");
             if (!mayCallApi(user, options)) {
                 return res.status(403).json({ error: "forbidden", message: "needs membership of nodered api users" });
