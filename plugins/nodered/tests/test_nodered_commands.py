@@ -309,3 +309,15 @@ async def test_a_user_cannot_take_over_an_instance_of_the_same_name(stub_server:
             await carol.call(command)
     pods = (await bob.call("getagentpods", agentid=agent["_id"]))["results"]
     assert pods[0]["state"] == "running" and pods[0]["owner"] == bob.user["_id"]
+
+
+async def test_an_agent_whose_slug_names_no_instance_gets_a_clear_error(
+    stub_server: Connect,
+) -> None:
+    admin = await _admin(stub_server)
+    for slug in ("!!!", "../..", "a" * 64):
+        agent = await _agent(admin, slug, image="openiap/nodered")
+        for command in ("startagent", "getagentpods", "getagentlog", "deleteagent"):
+            with pytest.raises(ReplyError, match="must give an instance name of 1 to 63"):
+                await admin.call(command, agentid=agent["_id"])
+    assert (await admin.call("count", collectionname="agents", query={}))["result"] == 3

@@ -43,8 +43,22 @@ async def _agent(request: Request, rights: int = INVOKE) -> dict[str, Any]:
     return doc
 
 
+def _slug_error(slug: str) -> str | None:
+    """Why ``slug`` cannot name an instance (a DNS label for docker and kubernetes), or None."""
+    if 0 < len(re.sub(r"[^a-z0-9]", "", slug.lower())) <= 63:
+        return None
+    return (
+        f"slug {slug[:70]!r} must give an instance name of 1 to 63 letters and digits "
+        "(a DNS label for docker and kubernetes)"
+    )
+
+
 def _name(agent: dict[str, Any]) -> str:
-    return instance_name(str(agent.get("slug") or agent.get("name") or ""))
+    slug = str(agent.get("slug") or agent.get("name") or "")
+    error = _slug_error(slug)
+    if error:
+        raise ApiError(f"agent {agent.get('_id')}: {error}; give it another slug")
+    return instance_name(slug)
 
 
 async def _owner(request: Request, agent: dict[str, Any]) -> str:
@@ -216,12 +230,9 @@ def _registration(request: Request) -> dict[str, Any]:
         values = value if isinstance(value, list) else [value]
         if not all(v is None or isinstance(v, str | int | float | bool) for v in values):
             raise ApiError(f"registeragent: {key} must be a string, number, true/false or a list")
-    slug = agent.get("slug")
-    if slug is not None and not (0 < len(re.sub(r"[^a-z0-9]", "", slug.lower())) <= 63):
-        raise ApiError(
-            f"registeragent: slug {slug[:70]!r} must give an instance name of 1 to 63 "
-            "letters and digits (a DNS label for docker and kubernetes)"
-        )
+    error = _slug_error(agent["slug"]) if agent.get("slug") is not None else None
+    if error:
+        raise ApiError(f"registeragent: {error}")
     return agent
 
 
