@@ -63,7 +63,11 @@ async def test_only_ui_assets_are_served_whatever_the_path(base_url: str) -> Non
         assert head.status_code == 200
         assert head.headers["x-content-type-options"] == "nosniff"
         assert "frame-ancestors 'none'" in head.headers["content-security-policy"]
-        assert (await http.post("/ui/app.js")).status_code == 405
+        # refusals carry them too
+        for refused in (await http.post("/ui/app.js"), await http.get("/ui/nosuch.js")):
+            assert refused.status_code in (404, 405)
+            assert refused.headers["x-content-type-options"] == "nosniff"
+            assert "default-src 'self'" in refused.headers["content-security-policy"]
 
 
 async def test_sign_in_and_out(pages: Pages) -> None:

@@ -11,6 +11,7 @@ import os
 import stat
 from pathlib import Path
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -52,7 +53,13 @@ class UiFiles(StaticFiles):
                 message = {**message, "headers": headers}
             await send(message)
 
-        await super().__call__(scope, receive, send_with_headers)
+        try:
+            await super().__call__(scope, receive, send_with_headers)
+        except HTTPException as exc:  # 404, 405: answered here, so with the headers too
+            headers = {**HEADERS, **(exc.headers or {})}
+            await Response(exc.detail, status_code=exc.status_code, headers=headers)(
+                scope, receive, send
+            )
 
     def lookup_path(self, path: str) -> tuple[str, os.stat_result | None]:
         # The request path is normalised before the lookup ("__init__.py/" becomes
