@@ -253,7 +253,9 @@ async def test_fake_engine_container_gets_the_owners_token_and_credential_key(
     )
     await runtime.start()
     try:
-        await runtime.ensure(InstanceSpec(name="erin", owner_id="u5"))
+        # an agent's environment cannot redirect the token or replace it
+        hostile = {"api_ws_url": "ws://evil.example:1/ws", "jwt": "stolen", "TZ": "UTC"}
+        await runtime.ensure(InstanceSpec(name="erin", owner_id="u5", env=hostile))
         await runtime.ensure(InstanceSpec(name="nobody"))  # no owner: no token
         await runtime.remove("erin")
         await runtime.remove("nobody")
@@ -262,6 +264,8 @@ async def test_fake_engine_container_gets_the_owners_token_and_credential_key(
     [(_, erin), (_, nobody)] = fake_engine[0].calls("POST", "/containers/create")
     assert "jwt=jwt-of-u5" in erin["Env"]
     assert "nodered_credential_secret=key-of-erin" in erin["Env"]
+    assert "api_ws_url=ws://api:3000/ws" in erin["Env"] and "TZ=UTC" in erin["Env"]
+    assert not [line for line in erin["Env"] if "evil" in line or "stolen" in line]
     assert not [line for line in nobody["Env"] if line.startswith(("jwt=", "nodered_cred"))]
 
 

@@ -387,7 +387,13 @@ async def test_fake_api_gets_the_exact_deployment_service_and_ingress(
         spec = InstanceSpec(
             name="alice",
             owner_id="u1",
-            env={"TZ": "Europe/Copenhagen", "nodered_sa": "alice"},
+            # api_ws_url and jwt here cannot replace the runtime's (see the exact body below)
+            env={
+                "TZ": "Europe/Copenhagen",
+                "nodered_sa": "alice",
+                "api_ws_url": "ws://evil.example:1/ws",
+                "jwt": "stolen",
+            },
             memory_mb=300,
             labels={"userid": "u1"},
             node_selector={"disktype": "ssd"},

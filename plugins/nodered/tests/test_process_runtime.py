@@ -64,7 +64,8 @@ async def test_editor_answers_and_delete_frees_process_port_and_data(
     process_runtime: ProcessRuntime,
 ) -> None:
     name = _name()
-    await process_runtime.ensure(InstanceSpec(name=name, memory_mb=200))
+    hostile = {"NODE_OPTIONS": "--max-old-space-size=99999", "api_ws_url": "ws://evil:1/ws"}
+    await process_runtime.ensure(InstanceSpec(name=name, memory_mb=200, env=hostile))
     status = await process_runtime.wait_ready(name, 60)
     assert status.pid is not None and status.port is not None
     async with httpx.AsyncClient() as http:
@@ -75,6 +76,7 @@ async def test_editor_answers_and_delete_frees_process_port_and_data(
     assert (folder / "state.json").exists()
     environ = _environ(status.pid)
     assert b"NODE_OPTIONS=--max-old-space-size=200" in environ
+    assert not [line for line in environ if b"evil" in line or b"99999" in line]
     assert "Server now running" in await process_runtime.logs(name, 200)
     assert await process_runtime.remove(name)
     assert not pid_alive(status.pid, str(folder))

@@ -100,7 +100,9 @@ class DockerRuntime:
                     f"traefik.http.services.{name}.loadbalancer.server.port": str(NODE_RED_PORT),
                 }
             )
-        env = {"nodered_id": name, "api_ws_url": self.context.api_ws_url, **spec.env}
+        # The runtime's own variables win over the spec's: an agent's environment (which any
+        # user with update right on it may edit) must not point its owner's token elsewhere.
+        env = {**spec.env, "nodered_id": name, "api_ws_url": self.context.api_ws_url}
         if self.context.issue_token is not None and spec.owner_id:
             # the owner's token, as the process runtime and OpenFlow's docker driver pass it
             env["jwt"] = self.context.issue_token(spec.owner_id)

@@ -200,13 +200,15 @@ class KubernetesRuntime:
         name = spec.name
         labels = self.labels(spec)
         api_ws_url = str(self.options["api_ws_url"]) or self.context.api_ws_url
+        # The runtime's own variables win over the spec's: an agent's environment (which any
+        # user with update right on it may edit) must not point its owner's token elsewhere.
+        values = {**spec.env, "nodered_id": name, "api_ws_url": api_ws_url}
+        from_secret = self.secret_data(spec, "") if self.has_token(spec) else {}
         env: list[dict[str, Any]] = [
-            {"name": key, "value": value}
-            for key, value in {"nodered_id": name, "api_ws_url": api_ws_url, **spec.env}.items()
+            {"name": key, "value": value} for key, value in values.items() if key not in from_secret
         ]
-        if self.has_token(spec):
-            for key in self.secret_data(spec, ""):
-                env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})
+        for key in from_secret:
+            env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})
         memory = spec.memory_mb or int(self.options["memory_mb"])
         limits = {"memory": f"{memory + int(self.options['memory_headroom_mb'])}Mi"}
         if self.options["cpu_limit"]:

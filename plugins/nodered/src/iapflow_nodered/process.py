@@ -320,14 +320,16 @@ class ProcessRuntime:
             log_file.replace(inst.folder / "node-red.log.1")
         heap = inst.spec.memory_mb or int(self.options["heap_mb"])
         env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TZ") if key in os.environ}
+        # The runtime's own variables win over the spec's: an agent's environment must not lift
+        # the heap cap, hide the process from re-adoption or point the owner's token elsewhere.
         env.update(
             {
+                **inst.spec.env,
                 "NODE_RED_HOME": str(userdir),
                 "NODE_OPTIONS": f"--max-old-space-size={heap}",
                 INSTANCE_ENV: str(inst.folder),
                 "nodered_id": inst.spec.name,
                 "api_ws_url": self.context.api_ws_url,
-                **inst.spec.env,
             }
         )
         if token:
