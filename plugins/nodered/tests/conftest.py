@@ -8,11 +8,13 @@ Node.js or npm is missing.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from iapflow_nodered.install import DEFAULT_VERSION, ensure_installed
+from iapflow_nodered.process import reap
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +30,14 @@ async def node_red_dir(
     folder = parent / f"node-red-{DEFAULT_VERSION}"
     await ensure_installed(folder.absolute())
     return folder.absolute()
+
+
+@pytest.fixture(autouse=True)
+def reap_instances(tmp_path: Path) -> Iterator[None]:
+    """After each test, kill the Node-RED processes a process runtime left under its temporary
+    folder (a test that fails half-way never deletes its instance, and instances outlive
+    their server by design)."""
+    yield
+    for folder in tmp_path.rglob("nodered"):
+        if (folder / "instances").is_dir():
+            reap(folder.parent)

@@ -19,7 +19,7 @@ import pytest
 from iapflow.agents import AgentRuntimeError, InstanceSpec, RuntimeContext
 from iapflow.errors import ConfigError
 from iapflow.testing.agent_runtime_contract import AgentRuntimeContract
-from iapflow_nodered.process import ProcessRuntime, build_process, pid_alive, port_free
+from iapflow_nodered.process import ProcessRuntime, build_process, pid_alive, port_free, reap
 
 pytestmark = pytest.mark.slow
 
@@ -182,6 +182,27 @@ async def test_the_next_runtime_adopts_running_instances(
             await second.stop()
     finally:
         await first.remove(name)
+
+
+async def test_reap_kills_instances_a_stopped_runtime_left_running(
+    tmp_path: Path, node_red_dir: Path
+) -> None:
+    runtime = build_process(_options(node_red_dir), RuntimeContext(tmp_path))
+    await runtime.start()
+    name = _name()
+    await runtime.ensure(InstanceSpec(name=name))
+    status = await runtime.wait_ready(name, 60)
+    await runtime.stop()  # leaves the instance running, for the next server to adopt
+    assert status.pid is not None
+    folder = str(runtime.instances_dir / name)
+    assert pid_alive(status.pid, folder)
+    assert reap(tmp_path) == [status.pid]
+    for _ in range(50):
+        if not pid_alive(status.pid, folder):
+            break
+        await asyncio.sleep(0.1)
+    assert not pid_alive(status.pid, folder)
+    assert reap(tmp_path) == []
 
 
 async def test_node_missing_is_a_clear_error(tmp_path: Path) -> None:

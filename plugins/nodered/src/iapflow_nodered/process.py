@@ -604,6 +604,23 @@ class ProcessRuntime:
         return None
 
 
+def reap(data_dir: Path) -> list[int]:
+    """Kill every Node-RED process that a process runtime on ``data_dir`` recorded, without a
+    runtime: instances outlive their server on purpose (the next one adopts them), so a test
+    that fails half-way, or a machine being cleaned up, needs this. Returns the PIDs killed."""
+    killed = []
+    for state_file in (data_dir / "nodered" / "instances").glob("*/state.json"):
+        try:
+            pid = json.loads(state_file.read_text(encoding="utf-8")).get("pid")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(pid, int) and pid_alive(pid, str(state_file.parent)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)  # its own session: Node-RED and its children
+            killed.append(pid)
+    return killed
+
+
 def build_process(options: dict[str, Any], context: RuntimeContext) -> ProcessRuntime:
     """The ``process`` runtime's factory; checks option names and types."""
     for key, value in options.items():
