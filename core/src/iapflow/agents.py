@@ -106,6 +106,17 @@ class RuntimeContext:
     issue_token: Callable[[str], str] | None = None
     instance_secret: Callable[[str], str] | None = None
 
+    def owner_env(self, spec: InstanceSpec) -> dict[str, str]:
+        """What an instance needs to reach this server as its owner: ``jwt``, a fresh
+        long-lived token, and ``nodered_credential_secret``, its credential key. Empty for an
+        instance without an owner, or when the platform issues no tokens (a runtime on its own)."""
+        if self.issue_token is None or not spec.owner_id:
+            return {}
+        env = {"jwt": self.issue_token(spec.owner_id)}
+        if self.instance_secret is not None:
+            env["nodered_credential_secret"] = self.instance_secret(spec.name)
+        return env
+
 
 @runtime_checkable
 class AgentRuntime(Protocol):

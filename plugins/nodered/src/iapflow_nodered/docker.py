@@ -103,12 +103,9 @@ class DockerRuntime:
         # The runtime's own variables win over the spec's: an agent's environment (which any
         # user with update right on it may edit) must not point its owner's token elsewhere.
         env = {**spec.env, "nodered_id": name, "api_ws_url": self.context.api_ws_url}
-        if self.context.issue_token is not None and spec.owner_id:
-            # the owner's token, as the process runtime and OpenFlow's docker driver pass it
-            env["jwt"] = self.context.issue_token(spec.owner_id)
-            if self.context.instance_secret is not None:
-                # node-red-iapflow's key for the credentials it keeps in the nodered collection
-                env["nodered_credential_secret"] = self.context.instance_secret(name)
+        # the owner's token and credential key, as the process runtime and OpenFlow's docker
+        # driver pass them (none for an instance without an owner)
+        env.update(self.context.owner_env(spec))
         memory = spec.memory_mb or int(self.options["memory_mb"])
         host_config: dict[str, Any] = {
             "Memory": memory * 1024 * 1024,

@@ -19,7 +19,7 @@ import contextlib
 import importlib
 import json
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -195,15 +195,18 @@ class KubernetesRuntime:
         """The host name the Ingress routes to the instance."""
         return f"{name}.{self.options['domain']}"
 
-    def deployment_body(self, spec: InstanceSpec) -> dict[str, Any]:
-        """The Deployment for ``spec``, as sent on create (and as a merge patch on ensure)."""
+    def deployment_body(
+        self, spec: InstanceSpec, from_secret: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        """The Deployment for ``spec``, as sent on create (and as a merge patch on ensure);
+        the variables named in ``from_secret`` come from the instance's Secret."""
         name = spec.name
         labels = self.labels(spec)
         api_ws_url = str(self.options["api_ws_url"]) or self.context.api_ws_url
         # The runtime's own variables win over the spec's: an agent's environment (which any
         # user with update right on it may edit) must not point its owner's token elsewhere.
         values = {**spec.env, "nodered_id": name, "api_ws_url": api_ws_url}
-        from_secret = self.secret_data(spec, "") if self.has_token(spec) else {}
+        from_secret = list(from_secret)
         env: list[dict[str, Any]] = [
             {"name": key, "value": value} for key, value in values.items() if key not in from_secret
         ]
@@ -247,28 +250,16 @@ class KubernetesRuntime:
             },
         }
 
-    def has_token(self, spec: InstanceSpec) -> bool:
-        """Whether the instance gets its owner's token (``jwt``): when the server can issue one
-        and the instance has an owner, as the process runtime does."""
-        return bool(self.context.issue_token and spec.owner_id)
-
-    def secret_data(self, spec: InstanceSpec, token: str) -> dict[str, str]:
-        """What the instance's Secret holds, each key an environment variable of the container:
-        the owner's token (``jwt``) and the key node-red-iapflow encrypts credentials with."""
-        data = {"jwt": token}
-        if self.context.instance_secret is not None:
-            data["nodered_credential_secret"] = self.context.instance_secret(spec.name)
-        return data
-
-    def secret_body(self, spec: InstanceSpec, token: str) -> dict[str, Any]:
-        """The Secret holding the owner's token and the credential key (a Secret rather than
-        plain env, so reading the Deployment does not reveal them)."""
+    def secret_body(self, spec: InstanceSpec, data: dict[str, str]) -> dict[str, Any]:
+        """The Secret holding ``data`` (the owner's token and the credential key, see
+        ``RuntimeContext.owner_env``), each key an environment variable of the container: a
+        Secret rather than plain env, so reading the Deployment does not reveal them."""
         return {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": self.metadata(spec),
             "type": "Opaque",
-            "stringData": self.secret_data(spec, token),
+            "stringData": data,
         }
 
     def service_body(self, spec: InstanceSpec) -> dict[str, Any]:
@@ -462,11 +453,10 @@ class KubernetesRuntime:
             return False
         return True
 
-    async def _ensure_secret(self, spec: InstanceSpec) -> None:
+    async def _ensure_secret(self, spec: InstanceSpec, data: dict[str, str]) -> None:
         """Create the token Secret, or give an existing one a fresh token."""
-        assert self.context.issue_token is not None
         _apps, core, _net = self._apis()
-        body = self.secret_body(spec, self.context.issue_token(spec.owner_id))
+        body = self.secret_body(spec, data)
         created = await self._create(
             f"create secret {spec.name}",
             core.create_namespaced_secret(self.namespace, body, _request_timeout=TIMEOUT),
@@ -489,10 +479,11 @@ class KubernetesRuntime:
         """Create the token secret, deployment, service and ingress, or bring an existing
         deployment to ``spec`` with one replica (and a fresh token)."""
         apps, core, net = self._apis()
-        body = self.deployment_body(spec)
+        owner = self.context.owner_env(spec)
+        body = self.deployment_body(spec, owner)
         exists = await self._deployment(spec.name) is not None
-        if self.has_token(spec):
-            await self._ensure_secret(spec)
+        if owner:
+            await self._ensure_secret(spec, owner)
         if not exists:
             await self._create(
                 f"create deployment {spec.name}",

@@ -300,7 +300,8 @@ class ProcessRuntime:
             (userdir / "package.json").write_text('{"name": "node-red-project", "private": true}\n')
         settings = inst.folder / "settings.js"
         secret = self._credential_secret(inst)
-        token = self._owner_token(inst.spec)
+        owner = self.context.owner_env(inst.spec) if self._on_iapflow(inst.spec) else {}
+        token = owner.get("jwt", "")
         if token:
             package = await ensure_package(self.install_dir, node, self._package_dir())
             options = {
@@ -384,13 +385,6 @@ class ProcessRuntime:
         """True when the instance runs on this server's API: flows in the ``nodered``
         collection, sign-in through iapflow. Not so for a runtime used without a server."""
         return bool(self.context.issue_token and spec.owner_id and self.context.api_ws_url)
-
-    def _owner_token(self, spec: InstanceSpec) -> str:
-        """A long-lived token for the instance's owner, issued by the server (OpenFlow passes
-        Node-RED its owner's jwt the same way); empty when not on iapflow."""
-        if self.context.issue_token is None or not self._on_iapflow(spec):
-            return ""
-        return self.context.issue_token(spec.owner_id)
 
     def _watch(self, inst: _Instance) -> None:
         if inst.watcher is not None and not inst.watcher.done():
