@@ -4,6 +4,7 @@ npm packs it, and an install from that wheel finds it without a checkout."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -19,8 +20,13 @@ PLUGIN = Path(__file__).resolve().parents[1]
 
 
 def test_the_wheel_ships_node_red_iapflow(tmp_path: Path) -> None:
+    # Built from a copy: pip builds a local folder in place, leaving build/ in the checkout.
+    source = tmp_path / "source"
+    shutil.copytree(
+        PLUGIN, source, ignore=shutil.ignore_patterns("node_modules", "build", "*.egg-info")
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(PLUGIN)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(source)],
         check=True,
         timeout=300,
     )
