@@ -43,6 +43,16 @@ export function statusLine() {
   return el;
 }
 
+/** Run `action` (a list reload); a failure goes to `status`, which otherwise keeps showing
+ * what the last user action said (unlike run(), which clears it first). */
+export async function reload(status, action) {
+  try {
+    await action();
+  } catch (err) {
+    status.error(err);
+  }
+}
+
 /** Run `action` while `button` is disabled; errors go to `status` (a statusLine). */
 export async function run(button, status, action) {
   if (button) button.disabled = true;

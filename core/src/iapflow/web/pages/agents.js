@@ -5,8 +5,7 @@
 // shown as it phrased them.
 import { principalSearch } from "../acl.js";
 import { registerPage } from "../registry.js";
-import { field, formatDate, h, pager, parseJson, run, setContent, statusLine, table } from "../ui.js";
-import { reload } from "./queues.js";
+import { field, formatDate, h, pager, parseJson, reload, run, setContent, statusLine, table } from "../ui.js";
 
 const TOP = 25;
 const BUSY = ["installing", "starting", "stopping"];

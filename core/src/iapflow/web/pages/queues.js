@@ -2,19 +2,9 @@
 // holds what the signed-in user may read, filtered by name and type, and follows changes live
 // through a watch; each entry opens on the "queue" page (queue.js).
 import { registerPage } from "../registry.js";
-import { escapeRegex, field, followLive, formatDate, h, link, pager, setContent, statusLine, table } from "../ui.js";
+import { escapeRegex, field, followLive, formatDate, h, link, pager, reload, setContent, statusLine, table } from "../ui.js";
 
 const TOP = 25;
-
-/** Run `action` (a list reload); a failure goes to `status`, which otherwise keeps showing
- * what the last user action said (unlike run(), which clears it first). */
-export async function reload(status, action) {
-  try {
-    await action();
-  } catch (err) {
-    status.error(err);
-  }
-}
 
 export const MQ_TYPES = [
   { value: "", title: "Any type" },

@@ -3,8 +3,7 @@
 // server copies onto every item (updateworkitemqueue).
 import { aclEditor } from "../acl.js";
 import { registerPage } from "../registry.js";
-import { field, followLive, formatDate, h, href, link, pager, parseJson, run, setContent, statusLine, table } from "../ui.js";
-import { reload } from "./queues.js";
+import { field, followLive, formatDate, h, href, link, pager, parseJson, reload, run, setContent, statusLine, table } from "../ui.js";
 import { numbers, STATES } from "./workitems.js";
 
 const TOP = 25;

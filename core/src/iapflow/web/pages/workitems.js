@@ -2,8 +2,7 @@
 // items each holds per state, and a form to add one (addworkitemqueue). A queue opens on the
 // "workitemqueue" page, with its items and settings.
 import { registerPage } from "../registry.js";
-import { escapeRegex, field, followLive, h, link, pager, run, setContent, statusLine, table } from "../ui.js";
-import { reload } from "./queues.js";
+import { escapeRegex, field, followLive, h, link, pager, reload, run, setContent, statusLine, table } from "../ui.js";
 
 const TOP = 25;
 export const STATES = ["new", "processing", "successful", "failed"];
