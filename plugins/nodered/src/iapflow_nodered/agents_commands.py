@@ -25,7 +25,7 @@ from iapflow.dispatch import Request
 from iapflow.errors import AccessDenied, ApiError
 from iapflow.jsonutil import utcnow
 from iapflow.security.acl import DELETE, INVOKE, UPDATE, has_right
-from iapflow_nodered.commands import node_selector, runtime_of
+from iapflow_nodered.commands import node_selector, not_someone_elses, runtime_of
 from iapflow_nodered.shaping import as_results, delete_pod, pods_of
 
 COLLECTION = "agents"
@@ -79,12 +79,9 @@ async def _instance(request: Request, agent: dict[str, Any]) -> tuple[str, str]:
     can name someone else's instance (a user's Node-RED, another agent): refused."""
     name = _name(agent)
     owner = await _owner(request, agent)
-    status = await runtime_of(request).status(name)
-    if status.state != "absent" and status.owner_id and status.owner_id != owner:
-        raise AccessDenied(
-            f"{request.command}: instance {name} belongs to another user or agent; "
-            "give this agent another slug"
-        )
+    await not_someone_elses(
+        request, runtime_of(request), name, owner, "give this agent another slug"
+    )
     return name, owner
 
 

@@ -57,18 +57,20 @@ async def _instance(
     runtime = runtime_of(request)
     target = await _target(request, needs_role)
     name = instance_name(str(target.get("username") or ""))
-    await _not_someone_elses(request, runtime, name, str(target["_id"]))
+    await not_someone_elses(request, runtime, name, str(target["_id"]))
     return runtime, target, name
 
 
-async def _not_someone_elses(
-    request: Request, runtime: AgentRuntime, name: str, owner_id: str
+async def not_someone_elses(
+    request: Request, runtime: AgentRuntime, name: str, owner_id: str, fix: str = ""
 ) -> None:
     """Instance names are usernames (and agent slugs) reduced to ``[a-z0-9]``, so two owners can
-    reach one name ("a.b" and "ab", an agent with that slug): only its owner may use it."""
+    reach one name ("a.b" and "ab", an agent with that slug): only its owner may use it.
+    ``fix`` is added to the refusal."""
     status = await runtime.status(name)
     if status.state != "absent" and status.owner_id and status.owner_id != owner_id:
-        raise AccessDenied(f"{request.command}: instance {name} belongs to another user or agent")
+        message = f"{request.command}: instance {name} belongs to another user or agent"
+        raise AccessDenied(f"{message}; {fix}" if fix else message)
 
 
 def _spec(request: Request, target: dict[str, Any]) -> InstanceSpec:
@@ -122,7 +124,7 @@ async def ensurenoderedinstance(request: Request) -> dict[str, Any]:
     runtime = runtime_of(request)
     target = await _target(request, needs_role=True)
     spec = _spec(request, target)
-    await _not_someone_elses(request, runtime, spec.name, spec.owner_id)
+    await not_someone_elses(request, runtime, spec.name, spec.owner_id)
     status = await runtime.ensure(spec)
     await _audit(request, "ensureinstance", spec.name, target)
     return {"result": status.as_dict()}
