@@ -7,9 +7,12 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iapflow.config import Config, build_config
+
+if TYPE_CHECKING:
+    from iapflow.platform import Platform
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 
@@ -42,13 +45,15 @@ def make_test_config(
 
 
 @contextlib.asynccontextmanager
-async def running_server(config: Config, plugins: Any = None) -> AsyncIterator[str]:
-    """Serve ``config`` with uvicorn in this loop; yield the websocket base URL."""
+async def serving(config: Config, plugins: Any = None) -> AsyncIterator[tuple[str, Platform]]:
+    """Serve ``config`` with uvicorn in this loop; yield the websocket base URL and the
+    running :class:`~iapflow.platform.Platform` (for tests that look at its state)."""
     import uvicorn
 
     from iapflow.app import create_app, uvicorn_config
 
-    server = uvicorn.Server(uvicorn_config(create_app(config, plugins), config, "warning"))
+    app = create_app(config, plugins)
+    server = uvicorn.Server(uvicorn_config(app, config, "warning"))
     task = asyncio.get_running_loop().create_task(server.serve())
     while not server.started:
         if task.done():
@@ -56,7 +61,14 @@ async def running_server(config: Config, plugins: Any = None) -> AsyncIterator[s
             raise RuntimeError("server stopped while starting")
         await asyncio.sleep(0.01)
     try:
-        yield f"ws://{config.server.host}:{config.server.port}"
+        yield f"ws://{config.server.host}:{config.server.port}", app.state.platform
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.asynccontextmanager
+async def running_server(config: Config, plugins: Any = None) -> AsyncIterator[str]:
+    """Serve ``config`` with uvicorn in this loop; yield the websocket base URL."""
+    async with serving(config, plugins) as (base, _platform):
+        yield base
