@@ -85,6 +85,9 @@ class QueryConfig(_Section):
 
     default_top: int = Field(100, ge=1)
     max_top: int = Field(10000, ge=1)
+    max_time_ms: int = Field(30000, ge=0)
+    """How long the store may work on one client read (query, count, distinct, aggregate);
+    0 means no limit."""
 
     @model_validator(mode="after")
     def _default_within_max(self) -> Self:

@@ -7,7 +7,8 @@ The tree::
     │   ├── ConfigError          a config value is wrong: carries the key and the reason
     │   └── PluginError          a configured plugin is missing or broken: says what to install
     ├── StorageError             the storage backend failed (raised by storage plugins)
-    │   └── DuplicateKeyError    a unique index refused a write
+    │   ├── DuplicateKeyError    a unique index refused a write
+    │   └── TimeLimitExceeded    a read ran past the time it was given
     └── ApiError                 a command was refused: its message goes to the client as is
         ├── NotSignedIn          no valid token for the request
         ├── AccessDenied         the caller lacks a right or a role
@@ -47,7 +48,18 @@ class StorageError(IapflowError):
 
 
 class DuplicateKeyError(StorageError):
-    """A unique index refused an insert or update."""
+    """A unique index refused an insert or update.
+
+    :param fields: the fields of the unique index (empty when the store did not say).
+    """
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+class TimeLimitExceeded(StorageError):
+    """A read took longer than the ``max_time_ms`` it was given."""
 
 
 class ApiError(IapflowError):

@@ -2,8 +2,11 @@
 
 Only the data layer (:mod:`iapflow.data`) calls a storage backend. Filters, updates and pipelines
 are MongoDB's query language; documents are plain dicts. A backend maps its driver's errors to
-:class:`iapflow.errors.StorageError`, :class:`~iapflow.errors.DuplicateKeyError` and, for filters
-or pipelines the store refuses, :class:`~iapflow.errors.InvalidQuery`.
+:class:`iapflow.errors.StorageError`, :class:`~iapflow.errors.DuplicateKeyError` (naming the
+fields of the unique index, never the values or the store's own names),
+:class:`~iapflow.errors.TimeLimitExceeded` and, for filters or pipelines the store refuses,
+:class:`~iapflow.errors.InvalidQuery` with a message that names no database or collection of
+the store's own.
 """
 
 from __future__ import annotations
@@ -77,24 +80,36 @@ class Storage(ABC):
         sort: Sequence[tuple[str, int]] | None = None,
         skip: int = 0,
         limit: int = 0,
+        max_time_ms: int = 0,
     ) -> list[Document]:
-        """Return the matching documents."""
+        """Return the matching documents.
+
+        ``max_time_ms`` (also on :meth:`count`, :meth:`distinct` and :meth:`aggregate`), when
+        not 0, is how long the store may work on the request; past it the backend raises
+        :class:`~iapflow.errors.TimeLimitExceeded`. The data layer sets it on every client
+        read (``[query] max_time_ms``)."""
 
     @abstractmethod
     async def find_one(self, collection: str, filter: Filter) -> Document | None:
         """Return the first matching document or ``None``."""
 
     @abstractmethod
-    async def count(self, collection: str, filter: Filter) -> int:
+    async def count(self, collection: str, filter: Filter, *, max_time_ms: int = 0) -> int:
         """Count the matching documents."""
 
     @abstractmethod
-    async def distinct(self, collection: str, field: str, filter: Filter) -> list[Any]:
+    async def distinct(
+        self, collection: str, field: str, filter: Filter, *, max_time_ms: int = 0
+    ) -> list[Any]:
         """Distinct values of ``field`` among the matching documents."""
 
     @abstractmethod
     async def aggregate(
-        self, collection: str, pipeline: Sequence[Mapping[str, Any]]
+        self,
+        collection: str,
+        pipeline: Sequence[Mapping[str, Any]],
+        *,
+        max_time_ms: int = 0,
     ) -> list[Document]:
         """Run an aggregation pipeline and return all its output documents."""
 

@@ -162,21 +162,28 @@ class WatchHub:
     async def add(
         self, session: Session, principal: Principal, collection: str, selection: WatchFilter
     ) -> Watch:
-        """Register a watch for ``session``; opens the change stream first if it is not open."""
-        if len(self.of_session(session)) >= MAX_WATCHES_PER_CONNECTION:
-            raise ApiError(
-                f"a connection can hold at most {MAX_WATCHES_PER_CONNECTION} watches; "
-                "unwatch some first"
-            )
+        """Register a watch for ``session``; opens the change stream first if it is not open.
+
+        The cap is counted after the last ``await``, so that concurrent requests of one
+        connection cannot all pass it while the stream opens."""
+        self._check_cap(session)
         await self._ensure_stream()
         if session.platform.sessions.get(session.id) is not session:
             raise ApiError("watch: the connection closed")  # while the stream was opening
+        self._check_cap(session)
         watch = Watch(new_id(), session, principal.id, collection, selection)
         self.watches[watch.id] = watch
         self._by_collection.setdefault(collection, {})[watch.id] = watch
         if session.id not in self._outboxes:
             self._outboxes[session.id] = _Outbox(self, session, self.outbox_limit)
         return watch
+
+    def _check_cap(self, session: Session) -> None:
+        if len(self.of_session(session)) >= MAX_WATCHES_PER_CONNECTION:
+            raise ApiError(
+                f"a connection can hold at most {MAX_WATCHES_PER_CONNECTION} watches; "
+                "unwatch some first"
+            )
 
     def remove(self, session: Session, watch_id: str) -> bool:
         """Remove a watch of ``session``; False when it has no watch with that id."""

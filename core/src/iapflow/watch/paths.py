@@ -19,6 +19,7 @@ from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
 from iapflow.data.query import coerce
 from iapflow.errors import ApiError
+from iapflow.security import bounds
 from iapflow.watch.match import Predicate, compile_match
 
 MAX_PATHS = 32
@@ -88,10 +89,35 @@ def compile_jsonpath(text: Any, where: str) -> Any:
     if len(text) > MAX_PATH_LENGTH:
         raise ApiError(f"{where} is longer than {MAX_PATH_LENGTH} characters")
     try:
-        return parse_jsonpath(normalise_jsonpath(text.strip()))
+        compiled = parse_jsonpath(normalise_jsonpath(text.strip()))
     except Exception as exc:  # lexer and parser errors, and PLY's own
         reason = str(exc).strip() or type(exc).__name__
         raise ApiError(f"{where} is not valid JSONPath ({text[:80]!r}): {reason}") from None
+    _check_jsonpath_regexes(compiled, where)
+    return compiled
+
+
+def _check_jsonpath_regexes(compiled: Any, where: str) -> None:
+    """``=~`` filters run in this server for every event: their patterns must be written out
+    and pass :func:`iapflow.security.bounds.check_regex`."""
+    stack = [compiled]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, list | tuple):
+            stack.extend(node)
+            continue
+        if not type(node).__module__.startswith("jsonpath_ng"):
+            continue
+        if getattr(node, "op", None) == "=~":
+            pattern = getattr(node, "value", None)
+            if not isinstance(pattern, str):
+                raise ApiError(f"{where}: the pattern after =~ must be a quoted string")
+            bounds.check_regex(pattern)
+        stack.extend(vars(node).values())
 
 
 def _as_list(value: Any, field_name: str) -> list[Any]:
@@ -134,7 +160,10 @@ def parse_watch_filter(paths: Any, aggregates: Any) -> WatchFilter:
                 raise ApiError(
                     f'{where}: only {{"$match": {{...}}}} stages can filter a watch, not {stage!r}'
                 )
-            result.matches.append(compile_match(coerce(item["$match"]), f"{where}.$match"))
+            selection = coerce(item["$match"])
+            bounds.check_regexes(selection)
+            bounds.check_size(selection, f"{where}.$match")
+            result.matches.append(compile_match(selection, f"{where}.$match"))
         else:
             raise ApiError(f'{where} must be a JSONPath string or a {{"$match": ...}} stage')
         result.sources.append(item)

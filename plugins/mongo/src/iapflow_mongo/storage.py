@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo import errors as mongo_errors
 
-from iapflow.errors import ConfigError, DuplicateKeyError, InvalidQuery, StorageError
+from iapflow.errors import (
+    ConfigError,
+    DuplicateKeyError,
+    InvalidQuery,
+    StorageError,
+    TimeLimitExceeded,
+)
 from iapflow.ids import is_id
 from iapflow.storage import ChangeStream, Document, Filter, Storage, StorageContext
 from iapflow_mongo.changes import open_change_stream
@@ -22,32 +29,60 @@ if TYPE_CHECKING:
     from iapflow_mongo.files import MongoFileStore
 
 
+_TIME_LIMIT_CODES = frozenset({50})  # MaxTimeMSExpired
+_CAUSED_BY = " :: caused by :: "
+_STORE_NAMES = re.compile(r"\b(collection|ns|namespace): \S+|\bindex: \S+|\bdup key: \{.*?\}")
+
+
 @contextlib.contextmanager
-def map_pymongo_errors() -> Iterator[None]:
-    """Turn pymongo's exceptions into iapflow's storage errors."""
+def map_pymongo_errors(database: str = "") -> Iterator[None]:
+    """Turn pymongo's exceptions into iapflow's storage errors, with messages that name no
+    database, collection or index of the store and no stored value (see :func:`clean`)."""
     try:
         yield
     except mongo_errors.DuplicateKeyError as exc:
-        raise DuplicateKeyError(_message(exc)) from exc
+        raise _duplicate(exc.details or {}) from exc
     except mongo_errors.BulkWriteError as exc:
         errors = exc.details.get("writeErrors") or [{}]
         if errors[0].get("code") == 11000:
-            raise DuplicateKeyError(str(errors[0].get("errmsg", "duplicate key"))) from exc
-        raise InvalidQuery(str(errors[0].get("errmsg", exc))) from exc
+            raise _duplicate(errors[0]) from exc
+        raise InvalidQuery(clean(str(errors[0].get("errmsg", exc)), database)) from exc
+    except mongo_errors.ExecutionTimeout as exc:
+        raise TimeLimitExceeded("the store stopped the operation at its time limit") from exc
     except (mongo_errors.ConnectionFailure, mongo_errors.ServerSelectionTimeoutError) as exc:
         raise StorageError(f"storage unavailable: {exc.__class__.__name__}") from exc
     except mongo_errors.OperationFailure as exc:
-        raise InvalidQuery(_message(exc)) from exc
+        if exc.code in _TIME_LIMIT_CODES:
+            raise TimeLimitExceeded("the store stopped the operation at its time limit") from exc
+        raise InvalidQuery(clean(_message(exc), database)) from exc
     except (InvalidDocument, BSONError, OverflowError) as exc:
         raise InvalidQuery(f"value cannot be stored: {exc}") from exc
     except mongo_errors.PyMongoError as exc:
-        raise StorageError(str(exc)) from exc
+        raise StorageError(clean(str(exc), database)) from exc
+
+
+def _duplicate(details: Mapping[str, Any]) -> DuplicateKeyError:
+    pattern = details.get("keyPattern")
+    fields = tuple(str(k) for k in pattern) if isinstance(pattern, Mapping) else ()
+    shown = ", ".join(fields) or "a unique field"
+    return DuplicateKeyError(f"another document has the same {shown}", fields)
+
+
+def clean(message: str, database: str = "") -> str:
+    """A store's error message for a client: the innermost cause, without the store's own
+    names (``collection: db.coll``, ``index: name``, ``dup key: {...}``, ``db.`` prefixes)."""
+    text = message.split(", full error:")[0]
+    if _CAUSED_BY in text:
+        text = text.rsplit(_CAUSED_BY, 1)[1]
+    text = _STORE_NAMES.sub("", text)
+    if database:
+        text = text.replace(f"{database}.", "")
+    return " ".join(text.split())[:500]
 
 
 def _message(exc: mongo_errors.OperationFailure) -> str:
     details = exc.details or {}
-    text = str(details.get("errmsg") or exc)
-    return text.split(", full error:")[0][:500]
+    return str(details.get("errmsg") or exc)
 
 
 def _expand_id_lists(filter: Filter) -> dict[str, Any]:
@@ -132,7 +167,7 @@ class MongoStorage(Storage):
         self._client = AsyncMongoClient(
             url, serverSelectionTimeoutMS=self.timeout_ms, tz_aware=True
         )
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             await self._client.admin.command("ping")
 
     async def stop(self) -> None:
@@ -154,58 +189,74 @@ class MongoStorage(Storage):
         sort: Sequence[tuple[str, int]] | None = None,
         skip: int = 0,
         limit: int = 0,
+        max_time_ms: int = 0,
     ) -> list[Document]:
         """See :meth:`iapflow.storage.Storage.find`."""
 
         async def run(query: Filter) -> list[Document]:
-            cursor = self._c(collection).find(query, projection or None, skip=skip, limit=limit)
+            cursor = self._c(collection).find(
+                query, projection or None, skip=skip, limit=limit, max_time_ms=max_time_ms or None
+            )
             if sort:
                 cursor = cursor.sort(list(sort))
             return [doc async for doc in cursor]
 
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             found: list[Document] = await self._by_id_or_objectid(run, filter)
             return found
 
     async def find_one(self, collection: str, filter: Filter) -> Document | None:
         """See :meth:`iapflow.storage.Storage.find_one`."""
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             doc: Document | None = await self._by_id_or_objectid(
                 self._c(collection).find_one, filter
             )
             return doc
 
-    async def count(self, collection: str, filter: Filter) -> int:
+    async def count(self, collection: str, filter: Filter, *, max_time_ms: int = 0) -> int:
         """See :meth:`iapflow.storage.Storage.count`."""
-        with map_pymongo_errors():
-            return int(await self._by_id_or_objectid(self._c(collection).count_documents, filter))
 
-    async def distinct(self, collection: str, field: str, filter: Filter) -> list[Any]:
+        async def run(query: Filter) -> int:
+            options = {"maxTimeMS": max_time_ms} if max_time_ms else {}
+            return int(await self._c(collection).count_documents(query, **options))
+
+        with map_pymongo_errors(self.database_name):
+            return int(await self._by_id_or_objectid(run, filter))
+
+    async def distinct(
+        self, collection: str, field: str, filter: Filter, *, max_time_ms: int = 0
+    ) -> list[Any]:
         """See :meth:`iapflow.storage.Storage.distinct`."""
 
         async def run(query: Filter) -> list[Any]:
-            return list(await self._c(collection).distinct(field, query))
+            options = {"maxTimeMS": max_time_ms} if max_time_ms else {}
+            return list(await self._c(collection).distinct(field, query, **options))
 
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             values: list[Any] = await self._by_id_or_objectid(run, filter)
             return values
 
     async def aggregate(
-        self, collection: str, pipeline: Sequence[Mapping[str, Any]]
+        self,
+        collection: str,
+        pipeline: Sequence[Mapping[str, Any]],
+        *,
+        max_time_ms: int = 0,
     ) -> list[Document]:
         """See :meth:`iapflow.storage.Storage.aggregate`."""
-        with map_pymongo_errors():
-            cursor = await self._c(collection).aggregate(list(pipeline))
+        options = {"maxTimeMS": max_time_ms} if max_time_ms else {}
+        with map_pymongo_errors(self.database_name):
+            cursor = await self._c(collection).aggregate(list(pipeline), **options)
             return [doc async for doc in cursor]
 
     async def insert_one(self, collection: str, document: Document) -> None:
         """See :meth:`iapflow.storage.Storage.insert_one`."""
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             await self._c(collection).insert_one(document)
 
     async def insert_many(self, collection: str, documents: Sequence[Document]) -> None:
         """See :meth:`iapflow.storage.Storage.insert_many`."""
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             await self._c(collection).insert_many(list(documents), ordered=True)
 
     async def replace_one(self, collection: str, filter: Filter, document: Document) -> int:
@@ -214,7 +265,7 @@ class MongoStorage(Storage):
         async def run(query: Filter) -> int:
             return int((await self._c(collection).replace_one(query, document)).matched_count)
 
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             return int(await self._by_id_or_objectid(run, filter))
 
     async def update_one(
@@ -228,7 +279,7 @@ class MongoStorage(Storage):
             )
             return doc
 
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             found: Document | None = await self._by_id_or_objectid(run, filter)
             return found
 
@@ -241,7 +292,7 @@ class MongoStorage(Storage):
         sort: Sequence[tuple[str, int]],
     ) -> Document | None:
         """See :meth:`iapflow.storage.Storage.find_one_and_update`."""
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             doc: Document | None = await self._c(collection).find_one_and_update(
                 dict(filter),
                 dict(update),
@@ -260,7 +311,7 @@ class MongoStorage(Storage):
             counts = int(result.matched_count), int(result.modified_count)
             return counts if counts[0] else None
 
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             return await self._by_id_or_objectid(run, filter) or (0, 0)
 
     async def delete_one(self, collection: str, filter: Filter) -> int:
@@ -269,7 +320,7 @@ class MongoStorage(Storage):
         async def run(query: Filter) -> int:
             return int((await self._c(collection).delete_one(query)).deleted_count)
 
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             return int(await self._by_id_or_objectid(run, filter))
 
     async def delete_many(self, collection: str, filter: Filter) -> int:
@@ -278,7 +329,7 @@ class MongoStorage(Storage):
         async def run(query: Filter) -> int:
             return int((await self._c(collection).delete_many(query)).deleted_count)
 
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             return int(await self._by_id_or_objectid(run, filter))
 
     async def watch_changes(self, resume_after: Any | None = None) -> ChangeStream:
@@ -287,18 +338,18 @@ class MongoStorage(Storage):
 
     async def list_collections(self) -> list[Document]:
         """See :meth:`iapflow.storage.Storage.list_collections`."""
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             cursor = await self.db.list_collections()
             return [{"name": c["name"], "type": c.get("type", "collection")} async for c in cursor]
 
     async def create_collection(self, name: str, options: Mapping[str, Any]) -> None:
         """See :meth:`iapflow.storage.Storage.create_collection`."""
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             await self.db.create_collection(name, **dict(options))
 
     async def drop_collection(self, name: str) -> None:
         """See :meth:`iapflow.storage.Storage.drop_collection`."""
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             await self.db.drop_collection(name)
 
     async def create_index(
@@ -312,7 +363,7 @@ class MongoStorage(Storage):
     ) -> str:
         """See :meth:`iapflow.storage.Storage.create_index`."""
         extra = dict(options or {})
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             return str(
                 await self._c(collection).create_index(
                     list(keys), unique=unique, sparse=sparse, **extra
@@ -321,12 +372,12 @@ class MongoStorage(Storage):
 
     async def drop_index(self, collection: str, name: str) -> None:
         """See :meth:`iapflow.storage.Storage.drop_index`."""
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             await self._c(collection).drop_index(name)
 
     async def list_indexes(self, collection: str) -> list[Document]:
         """See :meth:`iapflow.storage.Storage.list_indexes`."""
-        with map_pymongo_errors():
+        with map_pymongo_errors(self.database_name):
             cursor = await self._c(collection).list_indexes()
             return [dict(index) async for index in cursor]
 
