@@ -65,6 +65,20 @@ def register_storage(register: Callable[[str, Any], None]) -> None:
     """
 
 
+@hookspec
+def register_collection_rules(register: Callable[[str, Any], None]) -> None:
+    """Called when the platform starts, to collect the rules a capability adds to the generic
+    document commands on its collections (see :mod:`iapflow.data.rules`).
+
+    :param register: call ``register(collection, factory)``; ``factory(platform)`` returns an
+        :class:`iapflow.data.rules.CollectionRules`. Several plugins may register rules for one
+        collection; all apply, the built-ins' first.
+    :return: nothing.
+
+    .. versionadded:: 0.2
+    """
+
+
 # ---------------------------------------------------------------------------------------------
 # messaging
 # ---------------------------------------------------------------------------------------------

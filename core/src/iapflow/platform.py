@@ -155,7 +155,10 @@ class Platform:
                     snapshot_every=self.config.history.snapshot_every,
                     skip_collections=self.config.history.skip_collections,
                 ),
+                max_time_ms=self.config.query.max_time_ms,
             )
+            for collection, factory in self.plugins.collection_rules():
+                self._data.add_rules(collection, factory(self))
             self._dispatcher = Dispatcher(self, self.plugins.commands())
             try:
                 await self.broker.start()

@@ -167,6 +167,18 @@ class Plugins:
             impl.function(register=register)
         return registry
 
+    def collection_rules(self) -> list[tuple[str, Any]]:
+        """``(collection, factory)`` from ``register_collection_rules``, built-ins first."""
+        found: list[tuple[str, Any]] = []
+
+        def register(collection: str, factory: Any) -> None:
+            found.append((collection, factory))
+
+        # registration order (built-ins are registered first), not pluggy's calling order
+        for impl in self.pm.hook.register_collection_rules.get_hookimpls():
+            impl.function(register=register)
+        return found
+
     def customcommands(self) -> Registry[Any]:
         """``customcommand`` sub-command handlers by name (``register_customcommands``)."""
         return self._collect("register_customcommands", "customcommand")
@@ -180,9 +192,11 @@ class Plugins:
     # -- lifecycle and notifications ----------------------------------------------------------
 
     async def startup(self, platform: Platform) -> None:
-        """Run every ``startup`` implementation; errors propagate and stop the server."""
-        for result in self.pm.hook.startup(platform=platform):
-            await await_me_maybe(result)
+        """Run every ``startup`` implementation in pluggy's calling order, each to its end
+        before the next is called; an error propagates and stops the server (the later ones
+        are not called)."""
+        for impl in reversed(self.pm.hook.startup.get_hookimpls()):
+            await await_me_maybe(impl.function(platform=platform))
 
     async def shutdown(self, platform: Platform) -> None:
         """Run every ``shutdown`` implementation; errors are logged so all of them run."""

@@ -17,9 +17,11 @@ from iapflow.data.delta import same
 from iapflow.data.history import BATCH, Change, History, history_collection, version_of
 from iapflow.data.pipeline import PipelineSecurer, parse_pipeline
 from iapflow.data.query import collection_name, guard, guard_secret_holder, updated_fields
+from iapflow.data.rules import CollectionRules, RuleSet
 from iapflow.errors import AccessDenied, ApiError, DuplicateKeyError, StorageError
 from iapflow.ids import new_id
 from iapflow.jsonutil import utcnow
+from iapflow.security import bounds
 from iapflow.security.acl import (
     DELETE,
     FULL_CONTROL,
@@ -34,7 +36,7 @@ from iapflow.security.acl import (
     has_right,
 )
 from iapflow.security.principal import Principal
-from iapflow.storage import Document, Storage
+from iapflow.storage import Document, Filter, Storage
 
 # Collections only the server manages: clients may not create or drop them (OpenFlow's list).
 RESERVED_COLLECTIONS = frozenset(
@@ -51,6 +53,7 @@ RESERVED_COLLECTIONS = frozenset(
         "forms",
         "workflow_instances",
         "users",
+        users.TOMBSTONES,
     }
 )
 SYSTEM_FIELDS = (
@@ -87,15 +90,30 @@ class DataLayer:
         resolve_principal: PrincipalResolver,
         role_name: Callable[[str], Awaitable[str | None]],
         history: History | None = None,
+        max_time_ms: int = 0,
     ) -> None:
         self.storage = storage
         self.history = history or History(storage)
-        self._rounds = bcrypt_rounds
+        self.max_time_ms = max_time_ms
+        """How long the store may work on one client read (``[query] max_time_ms``; 0: no
+        limit)."""
         self._on_users_changed = on_users_changed
         self._on_change = on_change
         self._resolve_principal = resolve_principal
         self._role_name = role_name
         self._upsert_locks: dict[str, asyncio.Lock] = {}
+        self._rules: dict[str, RuleSet] = {}
+        self.add_rules(users.COLLECTION, users.UserRules(storage, bcrypt_rounds))
+        self.service = ServiceWrites(self)
+        """Writes of capabilities that checked the caller's rights themselves."""
+
+    def add_rules(self, collection: str, rules: CollectionRules) -> None:
+        """Apply ``rules`` to the generic document commands' writes to ``collection`` (after
+        any rules registered before)."""
+        self._rules.setdefault(collection, RuleSet()).add(rules)
+
+    def _rules_for(self, collection: str) -> RuleSet | None:
+        return self._rules.get(collection)
 
     # -- filters --------------------------------------------------------------------------------
 
@@ -125,8 +143,10 @@ class DataLayer:
             raise ApiError(f"queryas: no user or role with id {queryas!r}")
         return fold(query, {acl_field(collection): acl_condition(ids, READ)})
 
-    def _check_input(self, principal: Principal, value: Any) -> None:
+    def _check_input(self, principal: Principal, value: Any, what: str = "the filter") -> None:
         guard(value, admin=principal.is_admin)
+        bounds.check_regexes(value)
+        bounds.check_size(value, what)
 
     def _check_filter(
         self,
@@ -137,7 +157,8 @@ class DataLayer:
     ) -> None:
         self._check_input(principal, query)
         if projection is not None:
-            self._check_input(principal, projection)
+            bounds.check_projection(projection)
+            self._check_input(principal, projection, "the projection")
         if collection == users.COLLECTION:
             guard_secret_holder(query, projection)
 
@@ -158,12 +179,19 @@ class DataLayer:
         """Documents of ``collection`` matching ``query`` that the caller may read."""
         self._check_filter(principal, collection, query, projection)
         if orderby:
+            bounds.check_sort(orderby)
             self._check_input(principal, {field: 1 for field, _direction in orderby})
         final = self._filter(
             principal, collection, READ, await self._queryas(collection, query, queryas)
         )
         docs = await self.storage.find(
-            collection, final, projection=projection, sort=orderby, skip=skip, limit=top
+            collection,
+            final,
+            projection=projection,
+            sort=orderby,
+            skip=skip,
+            limit=top,
+            max_time_ms=self.max_time_ms,
         )
         return [self._scrub(collection, d) for d in docs]
 
@@ -175,7 +203,7 @@ class DataLayer:
         final = self._filter(
             principal, collection, READ, await self._queryas(collection, query, queryas)
         )
-        return await self.storage.count(collection, final)
+        return await self.storage.count(collection, final, max_time_ms=self.max_time_ms)
 
     async def distinct(
         self,
@@ -191,18 +219,19 @@ class DataLayer:
         final = self._filter(
             principal, collection, READ, await self._queryas(collection, query, queryas)
         )
-        return await self.storage.distinct(collection, field, final)
+        return await self.storage.distinct(collection, field, final, max_time_ms=self.max_time_ms)
 
     async def aggregate(
         self, principal: Principal, collection: str, pipeline: Any, queryas: Any = None
     ) -> list[Document]:
         """Run a pipeline over readable documents; joined collections are ACL-filtered too."""
         stages = parse_pipeline(pipeline)
-        self._check_input(principal, stages)
+        bounds.check_pipeline(stages)
+        self._check_input(principal, stages, "the pipeline")
         secured = PipelineSecurer(principal, collection_name).secure(collection, stages)
         if queryas not in (None, ""):
             secured.insert(0, {"$match": await self._queryas(collection, {}, queryas)})
-        return await self.storage.aggregate(collection, secured)
+        return await self.storage.aggregate(collection, secured, max_time_ms=self.max_time_ms)
 
     async def get(
         self, principal: Principal, collection: str, doc_id: str, rights: int = READ
@@ -222,7 +251,7 @@ class DataLayer:
     # -- inserts --------------------------------------------------------------------------------
 
     async def _new_document(
-        self, principal: Principal, collection: str, item: Any
+        self, principal: Principal, collection: str, item: Any, rules: bool = True
     ) -> dict[str, Any]:
         _check_writable(collection)
         _check_history_write(principal, collection)
@@ -231,21 +260,21 @@ class DataLayer:
         doc = dict(item)
         doc.pop("_updatereason", None)
         self._check_keys(doc)
-        if "_id" in doc:
+        client_id = "_id" in doc
+        if client_id:
             if not isinstance(doc["_id"], str) or not doc["_id"] or len(doc["_id"]) > 256:
                 raise ApiError("_id must be a non-empty string")
         else:
             doc["_id"] = new_id()
         doc["_type"] = str(doc.get("_type") or "unknown").lower()
-        if collection == users.COLLECTION:
-            await users.prepare_insert(principal, doc, self._rounds)
         acl = clean_acl(doc.get("_acl"))
         await self._name_aces(acl)
         ensure_ace(acl, principal.id, principal.name, FULL_CONTROL)
         ensure_ace(acl, wellknown.ADMINS, "admins", FULL_CONTROL)
         doc["_acl"] = acl
-        if collection == users.COLLECTION:
-            users.add_self_ace(doc)
+        found = self._rules_for(collection) if rules else None
+        if found is not None:
+            await found.check_insert(principal, doc, client_id=client_id)
         now = utcnow()
         doc.update(
             _created=now,
@@ -278,13 +307,18 @@ class DataLayer:
             for inner in value:
                 DataLayer._check_keys(inner, depth + 1)
 
-    async def insert_one(self, principal: Principal, collection: str, item: Any) -> Document:
-        """Insert one document; the caller gets full control and admins are added."""
-        doc = await self._new_document(principal, collection, item)
+    async def insert_one(
+        self, principal: Principal, collection: str, item: Any, *, rules: bool = True
+    ) -> Document:
+        """Insert one document; the caller gets full control and admins are added.
+
+        ``rules=False`` skips the collection's rules: only for the capability that owns them,
+        after its own checks."""
+        doc = await self._new_document(principal, collection, item, rules)
         try:
             await self.storage.insert_one(collection, doc)
         except DuplicateKeyError as exc:
-            raise ApiError(f"duplicate key: {exc}") from None
+            raise duplicate(collection, exc) from None
         await self._changed(collection, "insert", doc)
         return self._scrub(collection, dict(doc))
 
@@ -303,7 +337,7 @@ class DataLayer:
                 collection, {"$or": [{"_id": d["_id"], "_created": d["_created"]} for d in docs]}
             )
             if isinstance(exc, DuplicateKeyError):
-                raise ApiError(f"duplicate key: {exc}") from None
+                raise duplicate(collection, exc) from None
             raise
         for doc in docs:
             await self._changed(collection, "insert", doc)
@@ -311,8 +345,12 @@ class DataLayer:
 
     # -- updates --------------------------------------------------------------------------------
 
-    async def replace(self, principal: Principal, collection: str, item: Any) -> Document:
-        """Replace a whole document (``updateone`` without ``query``), keeping system fields."""
+    async def replace(
+        self, principal: Principal, collection: str, item: Any, *, rules: bool = True
+    ) -> Document:
+        """Replace a whole document (``updateone`` without ``query``), keeping system fields.
+
+        ``rules=False`` as for :meth:`insert_one`."""
         _check_writable(collection)
         _check_history_write(principal, collection)
         if not isinstance(item, dict) or not isinstance(item.get("_id"), str):
@@ -326,7 +364,7 @@ class DataLayer:
             )
             if original is None:
                 raise ApiError(f"item {item['_id']} not found, or you lack update right on it")
-            new = await self._merged(principal, collection, original, dict(item))
+            new = await self._merged(principal, collection, original, dict(item), rules)
             if new is None:
                 return self._scrub(collection, original)
             matched = await self._replace_if_unchanged(collection, original, new)
@@ -345,10 +383,15 @@ class DataLayer:
         try:
             return await self.storage.replace_one(collection, guard_filter, new)
         except DuplicateKeyError as exc:
-            raise ApiError(f"duplicate key: {exc}") from None
+            raise duplicate(collection, exc) from None
 
     async def _merged(
-        self, principal: Principal, collection: str, original: Document, item: dict[str, Any]
+        self,
+        principal: Principal,
+        collection: str,
+        original: Document,
+        item: dict[str, Any],
+        rules: bool = True,
     ) -> Document | None:
         """The new version of ``original`` after replacing it by ``item``, or ``None`` if equal."""
         for key, value in original.items():
@@ -367,9 +410,9 @@ class DataLayer:
         await self._name_aces(acl)
         ensure_ace(acl, wellknown.ADMINS, "admins", FULL_CONTROL)
         item["_acl"] = acl
-        if collection == users.COLLECTION:
-            await users.prepare_replace(principal, original, item, self._rounds)
-            users.add_self_ace(item)
+        found = self._rules_for(collection) if rules else None
+        if found is not None:
+            await found.check_replace(principal, original, item)
         if (
             not principal.is_admin
             and not has_right(principal, item, UPDATE)
@@ -404,14 +447,15 @@ class DataLayer:
                 f"update operators may not change {', '.join(protected)}; "
                 "change _acl with a full update of the document"
             )
-        if collection == users.COLLECTION:
-            users.check_operator_update(principal, update)
         final = {op: dict(fields) for op, fields in update.items()}
         reason = _reason(final.get("$set", {}).pop("_updatereason", None))
         final.setdefault("$set", {}).update(
             _modified=utcnow(), _modifiedby=principal.name, _modifiedbyid=principal.id
         )
         final.setdefault("$inc", {})["_version"] = 1
+        found = self._rules_for(collection)
+        if found is not None:
+            found.check_update(principal, final)
         return final, reason
 
     async def _apply_update(
@@ -420,7 +464,7 @@ class DataLayer:
         try:
             return await self.storage.update_one(collection, selector, update)
         except DuplicateKeyError as exc:
-            raise ApiError(f"duplicate key: {exc}") from None
+            raise duplicate(collection, exc) from None
 
     async def _settle(
         self, collection: str, before: Document, after: Document, reason: str | None
@@ -483,7 +527,7 @@ class DataLayer:
             try:
                 counts = await self.storage.update_many(collection, selector, final)
             except DuplicateKeyError as exc:
-                raise ApiError(f"duplicate key: {exc}") from None
+                raise duplicate(collection, exc) from None
         else:
             counts = await self._update_tracked(collection, selector, final, reason)
         if collection == users.COLLECTION:
@@ -510,7 +554,7 @@ class DataLayer:
             try:
                 count, _ = await self.storage.update_many(collection, exact, update)
             except DuplicateKeyError as exc:
-                raise ApiError(f"duplicate key: {exc}") from None
+                raise duplicate(collection, exc) from None
             matched += count
             afters = await self.storage.find(
                 collection, {"_id": {"$in": [b["_id"] for b in befores]}}
@@ -560,21 +604,23 @@ class DataLayer:
     # -- deletes --------------------------------------------------------------------------------
 
     def _delete_filter(
-        self, principal: Principal, collection: str, query: dict[str, Any]
+        self, principal: Principal, collection: str, query: dict[str, Any], rules: bool = True
     ) -> dict[str, Any]:
         _check_writable(collection, delete=True)
         _check_history_write(principal, collection)
         final = self._filter(principal, collection, DELETE, query)
-        if collection == users.COLLECTION:
-            protected = sorted(wellknown.WELLKNOWN_IDS | {principal.id})
-            final = fold(final, {"_id": {"$nin": protected}})
-        return final
+        found = self._rules_for(collection) if rules else None
+        clause = found.delete_filter(principal) if found is not None else None
+        return fold(final, clause) if clause else final
 
-    async def delete_one(self, principal: Principal, collection: str, doc_id: Any) -> int:
-        """Delete one document by id if the caller has delete right on it."""
+    async def delete_one(
+        self, principal: Principal, collection: str, doc_id: Any, *, rules: bool = True
+    ) -> int:
+        """Delete one document by id if the caller has delete right on it (``rules=False`` as
+        for :meth:`insert_one`; the rules' clean-up after a delete still runs)."""
         if not isinstance(doc_id, str) or not doc_id:
             raise ApiError("id of the document to delete is required")
-        final = self._delete_filter(principal, collection, {"_id": doc_id})
+        final = self._delete_filter(principal, collection, {"_id": doc_id}, rules)
         doc = await self.storage.find_one(collection, final)
         if doc is None:
             raise ApiError(f"item {doc_id} not found, or you lack delete right on it")
@@ -586,6 +632,9 @@ class DataLayer:
         )
         if deleted:
             await self.history.record_deletes(collection, [doc], principal.name, principal.id)
+            found = self._rules_for(collection)
+            if found is not None:
+                await found.after_delete(principal, [doc])
             await self._changed(collection, "delete", doc)
         return deleted
 
@@ -595,7 +644,8 @@ class DataLayer:
         """Delete every matching document the caller has delete right on."""
         self._check_filter(principal, collection, query)
         final = self._delete_filter(principal, collection, query)
-        if self.history.tracked(collection):
+        found = self._rules_for(collection)
+        if self.history.tracked(collection) or (found is not None and found.wants_deleted):
             deleted = await self._delete_tracked(principal, collection, final)
         else:
             deleted = await self.storage.delete_many(collection, final)
@@ -606,7 +656,9 @@ class DataLayer:
     async def _delete_tracked(
         self, principal: Principal, collection: str, final: dict[str, Any]
     ) -> int:
-        """Delete :data:`BATCH` documents at a time, keeping a copy of each in the history."""
+        """Delete :data:`BATCH` documents at a time, keeping a copy of each in the history
+        (when the collection keeps history) and handing them to the collection's rules."""
+        found = self._rules_for(collection)
         total = 0
         while True:
             batch = await self.storage.find(collection, final, limit=BATCH)
@@ -622,6 +674,8 @@ class DataLayer:
                 kept = {_key(d["_id"]) for d in left}
                 gone = [d for d in batch if _key(d["_id"]) not in kept]
             await self.history.record_deletes(collection, gone, principal.name, principal.id)
+            if found is not None and gone:
+                await found.after_delete(principal, gone)
             total += deleted
             if deleted == 0 or len(batch) < BATCH:
                 return total
@@ -741,6 +795,7 @@ class DataLayer:
         is_user = collection == users.COLLECTION and item.get("_type") == "user"
         if is_user and not principal.is_admin:
             raise AccessDenied("only admins can restore users")
+        _check_writable(collection)
         doc = dict(item)
         doc.update(
             _version=version_of(item) + 1,
@@ -751,9 +806,12 @@ class DataLayer:
         try:
             await self.storage.insert_one(collection, doc)
         except DuplicateKeyError as exc:
-            raise ApiError(f"cannot restore {doc_id}: duplicate key: {exc}") from None
+            raise ApiError(f"cannot restore {doc_id}: {duplicate(collection, exc)}") from None
         await self.history.record_changes(collection, [Change(item, doc, "restored")])
         await self.history.mark_restored(collection, record["_id"], principal.name, principal.id)
+        found = self._rules_for(collection)
+        if found is not None:
+            await found.after_restore(principal, doc)
         await self._changed(collection, "insert", doc)
         return self._scrub(collection, dict(doc))
 
@@ -763,6 +821,113 @@ class DataLayer:
         if collection == users.COLLECTION:
             self._on_users_changed()
         await self._on_change(collection, operation, doc)
+
+
+class ServiceWrites:
+    """Storage access for a capability's own service, after it checked the caller's rights the
+    way its commands promise (work items: invoke on the queue). Documents are written as
+    given, without ACL filters or collection rules; observers still hear of every change.
+    Nothing else in iapflow reaches storage past the data layer."""
+
+    def __init__(self, layer: DataLayer) -> None:
+        self._layer = layer
+        self._storage = layer.storage
+
+    async def find(
+        self,
+        collection: str,
+        filter: Filter,
+        *,
+        projection: dict[str, Any] | None = None,
+        sort: list[tuple[str, int]] | None = None,
+        limit: int = 0,
+    ) -> list[Document]:
+        """Documents matching ``filter``."""
+        return await self._storage.find(
+            collection, filter, projection=projection, sort=sort, limit=limit
+        )
+
+    async def find_one(self, collection: str, filter: Filter) -> Document | None:
+        """The first document matching ``filter``."""
+        return await self._storage.find_one(collection, filter)
+
+    async def count(self, collection: str, filter: Filter) -> int:
+        """How many documents match ``filter``."""
+        return await self._storage.count(collection, filter)
+
+    async def insert_many(self, collection: str, docs: list[Document]) -> None:
+        """Insert ``docs`` (complete, system fields included), all or none."""
+        try:
+            await self._storage.insert_many(collection, docs)
+        except StorageError as exc:
+            # Ordered inserts stop at the first failure: take back the ones stored before it.
+            await self._storage.delete_many(
+                collection, {"$or": [{"_id": d["_id"], "_created": d["_created"]} for d in docs]}
+            )
+            if isinstance(exc, DuplicateKeyError):
+                raise duplicate(collection, exc) from None
+            raise
+        for doc in docs:
+            await self._layer._changed(collection, "insert", doc)
+
+    async def update_one(
+        self, collection: str, filter: Filter, update: dict[str, Any]
+    ) -> Document | None:
+        """Apply operators to the first match; the document after, or ``None``."""
+        try:
+            doc = await self._storage.update_one(collection, filter, update)
+        except DuplicateKeyError as exc:
+            raise duplicate(collection, exc) from None
+        if doc is not None:
+            await self._layer._changed(collection, "update", doc)
+        return doc
+
+    async def find_one_and_update(
+        self,
+        collection: str,
+        filter: Filter,
+        update: dict[str, Any],
+        *,
+        sort: list[tuple[str, int]],
+    ) -> Document | None:
+        """Atomically update the first match in ``sort`` order (work item pops)."""
+        doc = await self._storage.find_one_and_update(collection, filter, update, sort=sort)
+        if doc is not None:
+            await self._layer._changed(collection, "update", doc)
+        return doc
+
+    async def update_many(
+        self, collection: str, filter: Filter, update: dict[str, Any]
+    ) -> tuple[int, int]:
+        """Apply operators to every match: ``(matched, modified)``."""
+        return await self._storage.update_many(collection, filter, update)
+
+    async def delete_many(self, collection: str, filter: Filter) -> int:
+        """Delete every match in bulk (observers are not told of each): how many."""
+        return await self._storage.delete_many(collection, filter)
+
+    async def create_index(self, collection: str, keys: list[tuple[str, int | str]]) -> str:
+        """Ensure an index a service's queries need."""
+        return await self._storage.create_index(collection, keys)
+
+    async def delete(self, collection: str, filter: Filter) -> list[Document]:
+        """Delete every match; return what was deleted."""
+        docs = await self._storage.find(collection, filter)
+        if not docs:
+            return []
+        ids = [d["_id"] for d in docs]
+        await self._storage.delete_many(collection, fold(filter, {"_id": {"$in": ids}}))
+        for doc in docs:
+            await self._layer._changed(collection, "delete", doc)
+        return docs
+
+
+def duplicate(collection: str, exc: DuplicateKeyError) -> ApiError:
+    """The client's error for a write a unique index refused: which fields, never the value,
+    the other document or the store's own names. That an ``_id`` is taken is said whether or
+    not the caller may read the document holding it: ids are not secret."""
+    fields = " and ".join(exc.fields) if exc.fields else "unique fields"
+    return ApiError(f"duplicate key: {collection} already has a document with the same {fields}")
 
 
 def _uniqueness_fields(value: Any) -> list[str]:
@@ -815,6 +980,10 @@ def _check_writable(collection: str, delete: bool = False) -> None:
     only, and never changed (admins may delete entries)."""
     if collection == "audit" and not delete:
         raise AccessDenied("the audit log is written by the server and cannot be changed")
+    if collection == users.TOMBSTONES:
+        raise AccessDenied(
+            f"{collection} keeps the ids of deleted users and roles; only the server writes it"
+        )
     if collection.endswith((".files", ".chunks")):
         raise AccessDenied(
             f"{collection} belongs to the file store; change files with the file commands"
