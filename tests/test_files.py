@@ -144,17 +144,18 @@ async def test_getfile_by_filename_uniquename_first_newest_first(
     owner = await new_user()
     await owner.call("savefile", filename="r.txt", file=_b64(b"old"), mimeType="text/plain")
     newer = await owner.call("savefile", filename="r.txt", file=_b64(b"new"))
-    named = await owner.call(
-        "savefile", filename="other.txt", file=_b64(b"u"), metadata={"uniquename": "r.txt"}
-    )
     got = await owner.call("getfile", filename="r.txt")
-    assert (got["id"], base64.b64decode(got["file"])) == (named["id"], b"u")
-    await owner.call("updatefile", id=named["id"], metadata={"uniquename": "kept"})
-    assert (await owner.call("getfile", filename="r.txt"))["id"] == named["id"]
+    assert (got["id"], base64.b64decode(got["file"])) == (newer["id"], b"new")
     unique = newer["result"]["metadata"]["uniquename"]
     assert unique.endswith("-r.txt")
+    # the uniquename is the server's: a client's value is replaced, on upload and on update
+    named = await owner.call(
+        "savefile", filename="other.txt", file=_b64(b"u"), metadata={"uniquename": unique}
+    )
+    assert named["result"]["metadata"]["uniquename"].endswith("-other.txt")
+    await owner.call("updatefile", id=named["id"], metadata={"uniquename": unique})
     got = await owner.call("getfile", filename=unique)
-    assert base64.b64decode(got["file"]) == b"new"
+    assert (got["id"], base64.b64decode(got["file"])) == (newer["id"], b"new")
     assert got["mimeType"] == "application/octet-stream"  # none given
 
 

@@ -14,6 +14,7 @@ from iapflow.dispatch import Request
 from iapflow.errors import ApiError
 from iapflow.ids import new_id
 from iapflow.messaging.broker import EXCHANGE_TYPES
+from iapflow.messaging.rules import MQ, ClaimRules
 from iapflow.messaging.service import (
     ClientQueues,
     QueueService,
@@ -182,6 +183,12 @@ def register_commands(register: Callable[..., None]) -> None:
     register("registerexchange", registerexchange)
     register("queuemessage", queuemessage)
     register("closequeue", closequeue, aliases=("unregisterqueue",))
+
+
+@hookimpl
+def register_collection_rules(register: Callable[[str, Any], None]) -> None:
+    """Claims in ``mq`` change only through the queue commands."""
+    register(MQ, lambda _platform: ClaimRules())
 
 
 @hookimpl

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from iapflow import hookimpl, wellknown
 from iapflow.commands import queues as queue_commands
-from iapflow.data.workitems import WorkitemService
+from iapflow.data.workitems import MQ, WORKITEMS, QueueRules, WorkitemRules, WorkitemService
 from iapflow.dispatch import Request
 from iapflow.errors import ApiError, IapflowError
 from iapflow.ids import new_id
@@ -198,6 +198,13 @@ async def deleteworkitem(request: Request) -> dict[str, Any]:
     """Delete a work item and its files (invoke on the queue, delete on the item)."""
     await service(request.platform).delete_item(request.user, request.data)
     return {}
+
+
+@hookimpl
+def register_collection_rules(register: Callable[[str, Any], None]) -> None:
+    """Items and queues change only through the work item commands."""
+    register(WORKITEMS, WorkitemRules)
+    register(MQ, lambda _platform: QueueRules())
 
 
 @hookimpl

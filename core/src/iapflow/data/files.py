@@ -9,7 +9,12 @@ routes both come through here, so they share the ACL defaults, the checks and th
 - reads are narrowed by the ACL condition on ``metadata._acl``, in the store's filter;
 - changing metadata needs update right on the stored metadata and on the new one;
 - a file larger than ``files.max_file_bytes`` is refused while it streams in, and nothing of it
-  is kept.
+  is kept;
+- ``metadata.uniquename`` and the work item fields ``wi``, ``wiq`` and ``wiqid`` are the
+  server's: a client's values are replaced (a planted ``uniquename`` would make ``getfile`` by
+  name return the planter's bytes; planted work item fields would tie a file to another user's
+  item). A work item's files are touched (copied, deleted) only when their metadata says they
+  belong to that item.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
 import secrets
 import zlib
@@ -25,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from iapflow import wellknown
 from iapflow.data.query import coerce
-from iapflow.errors import AccessDenied, ApiError
+from iapflow.errors import AccessDenied, ApiError, StorageError
 from iapflow.files import FILES_COLLECTION, FileDownload, FileStore
 from iapflow.jsonutil import utcnow
 from iapflow.security.acl import (
@@ -45,6 +51,8 @@ from iapflow.storage import Document
 if TYPE_CHECKING:
     from iapflow.platform import Platform
 
+log = logging.getLogger("iapflow.files")
+
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 PIECE_BYTES = 1024 * 1024
 """Size of the pieces bytes already in memory are handed to the store in."""
@@ -60,7 +68,12 @@ _SERVER_FIELDS = (
     "_modifiedbyid",
 )
 # Metadata fields ``updatefile`` keeps from the stored file.
-_KEPT_ON_UPDATE = ("_created", "_createdby", "_createdbyid", "filename", "path", "uniquename")
+_KEPT_ON_UPDATE = (
+    "_created", "_createdby", "_createdbyid", "filename", "path", "uniquename", "wi", "wiq",
+    "wiqid",
+)  # fmt: skip
+WORKITEM_FIELDS = ("wi", "wiq", "wiqid")
+"""Metadata tying a file to a work item: set by the work item service only."""
 _STATE = "files"
 _WHITESPACE = re.compile(r"\s+")
 
@@ -121,18 +134,30 @@ class SecureFiles:
         filename: Any,
         content_type: Any,
         metadata: Any,
+        workitem: Mapping[str, Any] | None = None,
     ) -> Document:
-        """Store a new file from ``chunks``; return its stored ``fs.files`` document."""
+        """Store a new file from ``chunks``; return its stored ``fs.files`` document.
+        ``workitem`` (``wi``, ``wiq``, ``wiqid``) is set by the work item service only."""
         name = check_filename(filename)
         mime = check_content_type(content_type)
-        meta = await self.new_metadata(principal, name, metadata)
+        meta = await self.new_metadata(principal, name, metadata, workitem)
         return await self.store.upload(
             self._limited(chunks), filename=name, content_type=mime, metadata=meta
         )
 
-    async def new_metadata(self, principal: Principal, filename: str, metadata: Any) -> Document:
-        """The metadata of a new file: the client's fields, a clean ACL, the system fields."""
+    async def new_metadata(
+        self,
+        principal: Principal,
+        filename: str,
+        metadata: Any,
+        workitem: Mapping[str, Any] | None = None,
+    ) -> Document:
+        """The metadata of a new file: the client's fields, a clean ACL, the system fields
+        (``uniquename`` always new; the work item fields only from ``workitem``)."""
         meta = parse_metadata(metadata)
+        for key in WORKITEM_FIELDS:
+            meta.pop(key, None)
+        meta.update({k: v for k, v in (workitem or {}).items() if k in WORKITEM_FIELDS})
         if meta.get("_acl") is None:
             acl = [
                 {
@@ -154,8 +179,7 @@ class SecureFiles:
         meta.setdefault("name", filename)
         meta["filename"] = filename
         meta.setdefault("path", "")
-        if not isinstance(meta.get("uniquename"), str) or not meta["uniquename"]:
-            meta["uniquename"] = f"{secrets.token_hex(6)}-{basename}"
+        meta["uniquename"] = f"{secrets.token_hex(6)}-{basename}"
         meta.update(
             _acl=acl,
             _created=now,
@@ -189,7 +213,8 @@ class SecureFiles:
         self, principal: Principal, *, file_id: Any = None, filename: Any = None, rights: int = READ
     ) -> Document:
         """The file document by ``file_id``, or by ``filename`` (``metadata.uniquename`` first,
-        then ``filename``, the newest upload first), if the caller has ``rights`` on it."""
+        then ``filename``: the caller's own newest upload, else the newest readable one), if the
+        caller has ``rights`` on it."""
         if file_id not in (None, ""):
             if not isinstance(file_id, str) or len(file_id) > 256:
                 raise ApiError("id must be the id of a file (a string)")
@@ -203,11 +228,14 @@ class SecureFiles:
             raise ApiError("give the id of the file, or its filename")
         if not isinstance(filename, str) or len(filename) > _MAX_NAME:
             raise ApiError("filename must be a string")
-        for field in ("metadata.uniquename", "filename"):
+        own = {"metadata._createdbyid": principal.id}
+        for query in (
+            {"metadata.uniquename": filename},
+            {"filename": filename, **own},
+            {"filename": filename},
+        ):
             found = await self.store.find(
-                self._filter(principal, rights, {field: filename}),
-                sort=[("uploadDate", -1)],
-                limit=1,
+                self._filter(principal, rights, query), sort=[("uploadDate", -1)], limit=1
             )
             if found:
                 return found[0]
@@ -285,6 +313,58 @@ class SecureFiles:
         if updated is None:
             raise FileNotFound(f"file {file_id} not found, or you lack update right on it")
         return updated
+
+    # -- work item files ------------------------------------------------------------------------
+
+    async def attached(self, item: Mapping[str, Any]) -> list[Document]:
+        """The stored files work item ``item`` lists that also belong to it (their metadata
+        names the item): the only files its copies and its deletion may touch."""
+        listed = [f.get("_id") for f in item.get("files") or [] if isinstance(f, Mapping)]
+        ids = [i for i in listed if isinstance(i, str) and i]
+        if not ids:
+            return []
+        return await self.store.find(
+            {"_id": {"$in": ids}, "metadata.wi": item["_id"], "metadata.wiqid": item.get("wiqid")}
+        )
+
+    async def of_queue(self, queue_id: str) -> list[Document]:
+        """The files of every item of work item queue ``queue_id``."""
+        return await self.store.find({"metadata.wiqid": queue_id})
+
+    async def remove(self, documents: list[Document]) -> None:
+        """Delete these stored files (the caller checked why); failures are logged."""
+        for document in documents:
+            try:
+                await self.store.delete(document["_id"])
+            except StorageError as exc:
+                log.warning("could not delete file %s: %s", document["_id"], exc)
+
+    async def copy(
+        self,
+        principal: Principal,
+        document: Document,
+        *,
+        filename: str,
+        metadata: Mapping[str, Any],
+        workitem: Mapping[str, Any],
+    ) -> Document | None:
+        """A new file with the bytes of the stored ``document`` (``None`` when it is gone)."""
+        download = await self.store.open(document["_id"])
+        if download is None:
+            return None
+        meta = await self.new_metadata(principal, filename, dict(metadata), workitem)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async with download:
+                async for chunk in download.chunks:
+                    yield chunk
+
+        return await self.store.upload(
+            chunks(),
+            filename=filename,
+            content_type=str(download.document.get("contentType") or DEFAULT_CONTENT_TYPE),
+            metadata=meta,
+        )
 
     async def delete(self, principal: Principal, file_id: Any) -> None:
         """Delete a file and its bytes; needs delete right."""

@@ -11,7 +11,14 @@ into the queue's (or the item's own) success or failed queue.
 
 Pops are one atomic find-one-and-update on the store (the lowest ``priority`` among the items
 that are ``new`` and due), so concurrent poppers never get the same item. Attached files go
-through :mod:`iapflow.data.files`, with the queue's ACL.
+through :mod:`iapflow.data.files`, with the queue's ACL; an item's copies and its deletion touch
+only the files that belong to it.
+
+The service checks the rights its commands promise and then writes through the data layer's
+:class:`~iapflow.data.layer.ServiceWrites`. The generic document commands reach ``workitems``
+and work item queues in ``mq`` only past :class:`WorkitemRules` and :class:`QueueRules`: no
+item is inserted, moved to another queue, given files or chained elsewhere, and no queue is
+changed, except through the work item commands.
 """
 
 from __future__ import annotations
@@ -20,13 +27,14 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from iapflow import audit, wellknown
 from iapflow.data.files import decode_base64, inflate, pieces, secure_files
-from iapflow.data.query import coerce
-from iapflow.errors import AccessDenied, ApiError, DuplicateKeyError, StorageError
+from iapflow.data.query import coerce, updated_fields
+from iapflow.data.rules import CollectionRules
+from iapflow.errors import AccessDenied, ApiError, StorageError
 from iapflow.ids import name_id, new_id
 from iapflow.jsonutil import parse_iso_date, utcnow
 from iapflow.security.acl import (
@@ -40,9 +48,10 @@ from iapflow.security.acl import (
     has_right,
 )
 from iapflow.security.principal import Principal
-from iapflow.storage import Document, Storage
+from iapflow.storage import Document
 
 if TYPE_CHECKING:
+    from iapflow.data.layer import ServiceWrites
     from iapflow.platform import Platform
 
 log = logging.getLogger("iapflow.workitems")
@@ -198,16 +207,16 @@ class WorkitemService:
         seconds) waiting."""
 
     @property
-    def storage(self) -> Storage:
-        """The platform's storage backend."""
-        return self.platform.storage
+    def store(self) -> ServiceWrites:
+        """The data layer's writes for services (rights are checked here first)."""
+        return self.platform.data.service
 
     async def ensure_indexes(self) -> None:
         """Indexes for pops (by queue, state, priority) and queue lookups by name."""
-        await self.storage.create_index(
+        await self.store.create_index(
             WORKITEMS, [("wiqid", 1), ("state", 1), ("priority", 1), ("nextrun", 1)]
         )
-        await self.storage.create_index(MQ, [("_type", 1), ("name", 1)])
+        await self.store.create_index(MQ, [("_type", 1), ("name", 1)])
 
     # -- queues -------------------------------------------------------------------------------
 
@@ -226,7 +235,7 @@ class WorkitemService:
                 query = {"_id": value, "_type": QUEUE_TYPE}
             else:
                 query = {"name": check_name(value, key), "_type": QUEUE_TYPE}
-            found = await self.storage.find(MQ, query, limit=1)
+            found = await self.store.find(MQ, query, limit=1)
             return found[0] if found else None
         return None
 
@@ -303,7 +312,7 @@ class WorkitemService:
                 "_acl": acl,
             }
             try:
-                return await self.platform.data.insert_one(principal, MQ, doc)
+                return await self.platform.data.insert_one(principal, MQ, doc, rules=False)
             except BaseException:
                 if role is not None:
                     await self.platform.data.delete_one(_ROOT, "users", role["_id"])
@@ -313,7 +322,7 @@ class WorkitemService:
 
     async def _users_role(self, principal: Principal, name: str) -> Document:
         role_name = f"{name} users"
-        taken = await self.storage.find(
+        taken = await self.store.find(
             "users", {"_type": "role", "name": role_name}, projection={"_id": 1}, limit=1
         )
         if taken:
@@ -364,13 +373,13 @@ class WorkitemService:
             new["_acl"] = clean_acl(data.get("_acl"))
             if queue.get("usersrole"):
                 ensure_ace(new["_acl"], queue["usersrole"], f"{new['name']} users", FULL_CONTROL)
-        updated = await self.platform.data.replace(principal, MQ, new)
+        updated = await self.platform.data.replace(principal, MQ, new, rules=False)
         if updated.get("_acl") != queue.get("_acl"):
-            await self.storage.update_many(
+            await self.store.update_many(
                 WORKITEMS, {"wiqid": queue["_id"]}, {"$set": {"_acl": updated["_acl"]}}
             )
         if updated.get("name") != queue.get("name"):
-            await self.storage.update_many(
+            await self.store.update_many(
                 WORKITEMS, {"wiqid": queue["_id"]}, {"$set": {"wiq": updated["name"]}}
             )
         return updated
@@ -379,7 +388,7 @@ class WorkitemService:
         """``deleteworkitemqueue``: refused while it holds items unless ``purge``; its users
         role goes with it."""
         queue = await self.queue(principal, data, DELETE)
-        count = await self.storage.count(WORKITEMS, {"wiqid": queue["_id"]})
+        count = await self.store.count(WORKITEMS, {"wiqid": queue["_id"]})
         if count and not _flag(data, "purge"):
             raise ApiError(
                 f"work item queue {queue['name']!r} still holds {count} work item(s); "
@@ -387,7 +396,7 @@ class WorkitemService:
             )
         if count:
             await self.purge(principal, queue)
-        await self.platform.data.delete_one(principal, MQ, queue["_id"])
+        await self.platform.data.delete_one(principal, MQ, queue["_id"], rules=False)
         role_id = queue.get("usersrole")
         if isinstance(role_id, str) and role_id and role_id not in wellknown.WELLKNOWN_IDS:
             with contextlib.suppress(ApiError):  # already gone
@@ -396,11 +405,9 @@ class WorkitemService:
 
     async def purge(self, principal: Principal, queue: Document) -> int:
         """Delete every item of ``queue`` and their files; audited."""
-        files = await self.storage.find(
-            "fs.files", {"metadata.wiqid": queue["_id"]}, projection={"_id": 1}
-        )
-        await self._delete_files(f["_id"] for f in files)
-        deleted = int(await self.storage.delete_many(WORKITEMS, {"wiqid": queue["_id"]}))
+        files = secure_files(self.platform)
+        await files.remove(await files.of_queue(queue["_id"]))
+        deleted = await self.store.delete_many(WORKITEMS, {"wiqid": queue["_id"]})
         await audit.record_action(
             self.platform,
             principal,
@@ -411,14 +418,6 @@ class WorkitemService:
             deleted=deleted,
         )
         return deleted
-
-    async def _delete_files(self, ids: Iterable[Any]) -> None:
-        store = secure_files(self.platform).store
-        for file_id in ids:
-            try:
-                await store.delete(file_id)
-            except StorageError as exc:
-                log.warning("could not delete work item file %s: %s", file_id, exc)
 
     # -- items --------------------------------------------------------------------------------
 
@@ -467,9 +466,12 @@ class WorkitemService:
             for entry in files:
                 doc["files"].append(await self._save_file(principal, queue, doc, entry))
         try:
-            await self.storage.insert_many(WORKITEMS, docs)
-        except (DuplicateKeyError, StorageError):
-            await self._delete_files(f["_id"] for d in docs for f in d["files"])
+            await self.store.insert_many(WORKITEMS, docs)
+        except (ApiError, StorageError):
+            for doc in docs:
+                await secure_files(self.platform).remove(
+                    await secure_files(self.platform).attached(doc)
+                )
             raise
         if self.nudge is not None:
             self.nudge(queue)
@@ -519,53 +521,33 @@ class WorkitemService:
             chunks = pieces(inflate(packed, limit))
         else:
             chunks = pieces(decode_base64(entry.get("file"), limit))
-        metadata = {
-            "_acl": queue.get("_acl") or [],
-            "wi": item["_id"],
-            "wiq": queue["name"],
-            "wiqid": queue["_id"],
-        }
         stored = await files.save(
             principal,
             chunks,
             filename=entry.get("filename"),
             content_type=entry.get("mimeType") or entry.get("mimetype"),
-            metadata=metadata,
+            metadata={"_acl": queue.get("_acl") or []},
+            workitem=_owner(item, queue),
         )
         filename = str(entry.get("filename"))
         return {"name": filename, "filename": filename, "_id": stored["_id"]}
 
     async def _copy_file(
-        self, principal: Principal, queue: Document, item: Document, source: Mapping[str, Any]
+        self, principal: Principal, queue: Document, item: Document, source: Document
     ) -> dict[str, Any] | None:
+        """A copy of ``source`` (a file that belongs to the finished item) for ``item``."""
         files = secure_files(self.platform)
-        download = await files.store.open(source.get("_id"))
-        if download is None:
-            return None
-        filename = str(source.get("filename") or download.document.get("filename") or "file")
-        metadata = await files.new_metadata(
+        filename = str(source.get("filename") or "file")
+        stored = await files.copy(
             principal,
-            filename,
-            {
-                "_acl": queue.get("_acl") or [],
-                "wi": item["_id"],
-                "wiq": queue["name"],
-                "wiqid": queue["_id"],
-            },
-        )
-
-        async def chunks() -> Any:
-            async with download:
-                async for chunk in download.chunks:
-                    yield chunk
-
-        stored = await files.store.upload(
-            chunks(),
+            source,
             filename=filename,
-            content_type=str(download.document.get("contentType") or "application/octet-stream"),
-            metadata=metadata,
+            metadata={"_acl": queue.get("_acl") or []},
+            workitem=_owner(item, queue),
         )
-        return {"name": source.get("name") or filename, "filename": filename, "_id": stored["_id"]}
+        if stored is None:
+            return None
+        return {"name": filename, "filename": filename, "_id": stored["_id"]}
 
     async def pop(self, principal: Principal, data: Mapping[str, Any]) -> Document | None:
         """``popworkitem``: the lowest-priority due ``new`` item of the queue, now
@@ -587,7 +569,7 @@ class WorkitemService:
 
     async def _pop(self, principal: Principal, queue: Document) -> Document | None:
         now = utcnow()
-        return await self.storage.find_one_and_update(
+        return await self.store.find_one_and_update(
             WORKITEMS,
             {"wiqid": queue["_id"], "state": "new", "nextrun": {"$lte": now}},
             {
@@ -609,10 +591,10 @@ class WorkitemService:
         queue (or on the item when its queue is gone)."""
         if not isinstance(item_id, str) or not item_id:
             raise ApiError("_id is required: the id of the work item")
-        item = await self.storage.find_one(WORKITEMS, {"_id": item_id})
+        item = await self.store.find_one(WORKITEMS, {"_id": item_id})
         if item is None or not (_readable(principal, item) or has_right(principal, item, INVOKE)):
             raise ApiError(f"work item {item_id} not found, or you have no access to it")
-        found = await self.storage.find(MQ, {"_id": item.get("wiqid"), "_type": QUEUE_TYPE})
+        found = await self.store.find(MQ, {"_id": item.get("wiqid"), "_type": QUEUE_TYPE})
         queue = found[0] if found else None
         holder = queue if queue is not None else item
         for right in (INVOKE, rights):
@@ -693,7 +675,7 @@ class WorkitemService:
         if unset:
             update["$unset"] = unset
         guard = {"_id": item["_id"], "_version": item.get("_version", 0)}
-        updated = await self.storage.update_one(WORKITEMS, guard, update)
+        updated = await self.store.update_one(WORKITEMS, guard, update)
         if updated is None:
             raise ApiError(f"work item {item['_id']} changed while it was being updated; try again")
         if final in ("successful", "failed") and item.get("state") != final:
@@ -723,34 +705,36 @@ class WorkitemService:
         copy["nextrun"] = now + dt.timedelta(seconds=float(target.get("initialdelay") or 0))
         for key in ("success_wiq", "success_wiqid", "failed_wiq", "failed_wiqid"):
             copy[key] = ""
-        for source in item.get("files") or []:
-            if isinstance(source, Mapping):
-                copied = await self._copy_file(principal, target, copy, source)
-                if copied is not None:
-                    copy["files"].append(copied)
-        await self.storage.insert_one(WORKITEMS, copy)
+        names = {
+            f.get("_id"): f.get("name") for f in item.get("files") or [] if isinstance(f, Mapping)
+        }
+        for source in await secure_files(self.platform).attached(item):
+            copied = await self._copy_file(principal, target, copy, source)
+            if copied is not None:
+                copied["name"] = str(names.get(source["_id"]) or copied["name"])
+                copy["files"].append(copied)
+        await self.store.insert_many(WORKITEMS, [copy])
         if self.nudge is not None:
             self.nudge(target)
 
     async def delete_item(self, principal: Principal, data: Mapping[str, Any]) -> None:
         """``deleteworkitem``: invoke on the queue and delete on the item; files go too."""
         item, _queue = await self._item(principal, data.get("_id"), DELETE)
-        deleted = await self.storage.delete_one(WORKITEMS, {"_id": item["_id"]})
+        deleted = await self.store.delete(WORKITEMS, {"_id": item["_id"]})
         if not deleted:
             raise ApiError(f"work item {item['_id']} not found")
-        await self._delete_files(
-            f.get("_id") for f in item.get("files") or [] if isinstance(f, Mapping)
-        )
+        files = secure_files(self.platform)
+        await files.remove(await files.attached(deleted[0]))
 
     async def waiting_queues(self) -> list[Document]:
         """Queues with an ``amqpqueue`` that have due ``new`` items (for the monitor)."""
-        queues = await self.storage.find(
+        queues = await self.store.find(
             MQ, {"_type": QUEUE_TYPE, "amqpqueue": {"$nin": [None, ""]}}, limit=10000
         )
         now = utcnow()
         waiting = []
         for queue in queues:
-            due = await self.storage.find(
+            due = await self.store.find(
                 WORKITEMS,
                 {"wiqid": queue["_id"], "state": "new", "nextrun": {"$lte": now}},
                 projection={"_id": 1},
@@ -759,6 +743,11 @@ class WorkitemService:
             if due:
                 waiting.append(queue)
         return waiting
+
+
+def _owner(item: Mapping[str, Any], queue: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata that ties a file to work item ``item`` of ``queue``."""
+    return {"wi": item["_id"], "wiq": queue.get("name"), "wiqid": queue.get("_id")}
 
 
 def _readable(principal: Principal, doc: Mapping[str, Any]) -> bool:
@@ -772,3 +761,105 @@ def _check_file(entry: Any) -> None:
         raise ApiError("every file needs a filename")
     if not isinstance(entry.get("file"), str):
         raise ApiError(f"file {entry['filename']!r} needs its content as a base64 string in file")
+
+
+# -- rules for the generic document commands ----------------------------------------------------
+
+# Item fields only the work item commands set: which queue, which files, where it goes next.
+PROTECTED_ITEM_FIELDS = (
+    "wiq", "wiqid", "files", "success_wiq", "success_wiqid", "failed_wiq", "failed_wiqid",
+)  # fmt: skip
+# Queue fields that route items elsewhere or name the queue's role.
+PROTECTED_QUEUE_FIELDS = (
+    "success_wiq", "success_wiqid", "failed_wiq", "failed_wiqid", "usersrole",
+)  # fmt: skip
+
+
+def _aces(doc: Mapping[str, Any]) -> set[tuple[Any, Any, bool]]:
+    acl = doc.get("_acl")
+    return {
+        (a.get("_id"), a.get("rights"), bool(a.get("deny")))
+        for a in (acl if isinstance(acl, list) else [])
+        if isinstance(a, Mapping)
+    }
+
+
+class WorkitemRules(CollectionRules):
+    """``workitems`` through ``insertone``/``updateone``/``deleteone``: items are added with
+    ``addworkitem``; an item's queue, files, chaining targets and ACL change only through the
+    work item commands; a deleted item takes its own files along."""
+
+    wants_deleted = True
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+
+    async def check_insert(self, principal: Principal, doc: Document, *, client_id: bool) -> None:
+        """Only admins insert items directly (imports); others use ``addworkitem``."""
+        if not principal.is_admin:
+            raise AccessDenied(
+                "work items are added with addworkitem (pushworkitem), not insertone"
+            )
+
+    async def check_replace(
+        self, principal: Principal, original: Mapping[str, Any], new: Document
+    ) -> None:
+        """The protected fields and the ACL stay as they are."""
+        if principal.is_admin:
+            return
+        for field in PROTECTED_ITEM_FIELDS:
+            if new.get(field) != original.get(field):
+                raise AccessDenied(f"a work item's {field} changes only through updateworkitem")
+        if _aces(new) != _aces(original):
+            raise AccessDenied(
+                "a work item's _acl is its queue's: change it with updateworkitemqueue"
+            )
+
+    def check_update(self, principal: Principal, update: dict[str, Any]) -> None:
+        """Operators may not touch the protected fields."""
+        if principal.is_admin:
+            return
+        touched = sorted(updated_fields(update) & set(PROTECTED_ITEM_FIELDS))
+        if touched:
+            raise AccessDenied(
+                f"a work item's {', '.join(touched)} changes only through updateworkitem"
+            )
+
+    async def after_delete(self, principal: Principal, docs: Sequence[Document]) -> None:
+        """The deleted items' own files go too."""
+        files = secure_files(self.platform)
+        for doc in docs:
+            await files.remove(await files.attached(doc))
+
+
+class QueueRules(CollectionRules):
+    """Work item queues in ``mq``: made with ``addworkitemqueue`` and changed with
+    ``updateworkitemqueue`` (which keeps the items' ACL and name in step and checks the invoke
+    right on chaining targets)."""
+
+    async def check_insert(self, principal: Principal, doc: Document, *, client_id: bool) -> None:
+        """Only admins insert queue documents directly."""
+        if doc.get("_type") == QUEUE_TYPE and not principal.is_admin:
+            raise AccessDenied("work item queues are made with addworkitemqueue, not insertone")
+
+    async def check_replace(
+        self, principal: Principal, original: Mapping[str, Any], new: Document
+    ) -> None:
+        """Nothing becomes, or stops being, a queue; queues change with updateworkitemqueue."""
+        if principal.is_admin:
+            return
+        if QUEUE_TYPE in (original.get("_type"), new.get("_type")):
+            raise AccessDenied(
+                "work item queues are changed with updateworkitemqueue, not updateone"
+            )
+
+    def check_update(self, principal: Principal, update: dict[str, Any]) -> None:
+        """Operators may not re-route a queue's items or change its role."""
+        if principal.is_admin:
+            return
+        touched = sorted(updated_fields(update) & set(PROTECTED_QUEUE_FIELDS))
+        if touched:
+            raise AccessDenied(
+                f"{', '.join(touched)} of a work item queue changes only through "
+                "updateworkitemqueue"
+            )

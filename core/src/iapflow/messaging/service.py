@@ -312,7 +312,7 @@ class QueueService:
             # the name is checked against the winner's document like any claimed name.
             claim = {"_id": name_id(kind, name), "_type": kind, "name": name}
             try:
-                await self.platform.data.insert_one(principal, MQ, claim)
+                await self.platform.data.insert_one(principal, MQ, claim, rules=False)
             except ApiError:
                 self._lookups.pop((kind, name), None)
                 target = await self._lookup(kind, name)
