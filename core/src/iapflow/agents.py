@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -103,16 +103,19 @@ class RuntimeContext:
 
     data_dir: Path
     api_ws_url: str = ""
-    issue_token: Callable[[str], str] | None = None
+    issue_token: Callable[[str], Awaitable[str]] | None = None
     instance_secret: Callable[[str], str] | None = None
 
-    def owner_env(self, spec: InstanceSpec) -> dict[str, str]:
+    async def owner_env(self, spec: InstanceSpec) -> dict[str, str]:
         """What an instance needs to reach this server as its owner: ``jwt``, a fresh
         long-lived token, and ``nodered_credential_secret``, its credential key. Empty for an
-        instance without an owner, or when the platform issues no tokens (a runtime on its own)."""
+        instance without an owner, or when the platform issues no tokens (a runtime on its own).
+
+        The token ends when the owner's password changes or the owner is disabled; starting
+        the instance again gives it a new one."""
         if self.issue_token is None or not spec.owner_id:
             return {}
-        env = {"jwt": self.issue_token(spec.owner_id)}
+        env = {"jwt": await self.issue_token(spec.owner_id)}
         if self.instance_secret is not None:
             env["nodered_credential_secret"] = self.instance_secret(spec.name)
         return env

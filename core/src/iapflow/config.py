@@ -57,6 +57,9 @@ class AuthConfig(_Section):
     signin_failure_delay_seconds: float = Field(1.0, ge=0)
     first_signin_becomes_admin: bool = False
     role_cache_seconds: float = Field(60.0, ge=0)
+    revocation_check_seconds: float = Field(1.0, ge=0)
+    """How often each server looks for tokens revoked on another server sharing the store
+    (0: never; the server that revokes still closes its own connections)."""
     admin_username: str = ""
     admin_password: str = ""
 
@@ -67,6 +70,11 @@ class WebsocketConfig(_Section):
     package_size: int = Field(25000, ge=100)
     max_frame_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_unsigned_message_bytes: int = Field(256 * 1024, ge=1024)
+    """Before sign-in, a connection's messages (and all its unfinished ones together) may be
+    at most this long."""
+    max_pending_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    """All unfinished incoming messages of every connection together (server-wide)."""
     signin_timeout_seconds: float = Field(120, gt=0)
     max_inflight: int = Field(64, ge=1)
     ping_interval_seconds: float = Field(20, gt=0)

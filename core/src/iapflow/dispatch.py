@@ -12,9 +12,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from iapflow.errors import ApiError, IapflowError, NotSignedIn, StorageError
+from iapflow.errors import ApiError, IapflowError, NotSignedIn, StorageError, TimeLimitExceeded
 from iapflow.registry import Registry
 from iapflow.security.principal import Principal
+from iapflow.session import CURRENT
 
 if TYPE_CHECKING:
     from iapflow.platform import Platform
@@ -99,13 +100,23 @@ class Dispatcher:
             if spec.signed_in and principal is None:
                 raise NotSignedIn("Not signed in, and missing jwt")
         request = Request(command, data, self.platform, session, principal)
+        running = CURRENT.set(session)
         try:
             result = await spec.handler(request)
+        except TimeLimitExceeded as exc:
+            limit = self.platform.config.query.max_time_ms
+            raise ApiError(
+                f"{command} took longer than the {limit} ms the server allows a read "
+                "([query] max_time_ms): narrow the filter, add an index, or ask for fewer "
+                "documents"
+            ) from exc
         except IapflowError as exc:
             if isinstance(exc, StorageError) and not isinstance(exc, ApiError):
                 log.warning("storage error in %s: %s", command, exc)
                 raise ApiError(f"storage error: {exc}") from exc
             raise
+        finally:
+            CURRENT.reset(running)
         reply = without_secrets(data)
         reply = dict(reply) if reply is data else reply
         if result:

@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from iapflow.agents import AgentRuntime, RuntimeContext
+from iapflow.auth.revocation import RevocationWatch
 from iapflow.auth.service import AuthService
 from iapflow.auth.tokens import TokenService, load_secret
 from iapflow.config import Config
@@ -17,7 +18,9 @@ from iapflow.dispatch import Dispatcher
 from iapflow.errors import StartupError, StorageError
 from iapflow.messaging.broker import Broker, BrokerContext, BrokerError
 from iapflow.plugins import Plugins, require
+from iapflow.session import CURRENT
 from iapflow.storage import Document, Storage, StorageContext
+from iapflow.transports.budget import BufferBudget
 
 if TYPE_CHECKING:
     from iapflow.session import Session
@@ -32,6 +35,8 @@ class Platform:
         self.config = config
         self.plugins = plugins or Plugins(blocked=config.plugins.blocked)
         self.sessions: dict[str, Session] = {}
+        self.buffers = BufferBudget(config.websocket.max_pending_bytes)
+        """Bytes every connection holds for unfinished incoming messages (server-wide)."""
         self.state: dict[str, Any] = {}
         """Per-platform state of plugins, keyed by plugin name (timers, hubs...)."""
         self._storage: Storage | None = None
@@ -42,6 +47,7 @@ class Platform:
         self._auth: AuthService | None = None
         self._data: DataLayer | None = None
         self._dispatcher: Dispatcher | None = None
+        self._revocations: RevocationWatch | None = None
         self.agents: AgentRuntime | None = None
         """The agent runtime ``[agents] runtime`` chose, or None when none is configured."""
         self._agents_started = False
@@ -99,13 +105,9 @@ class Platform:
             runtime_factory = require(self.plugins.agent_runtimes(), agents.runtime, "agent")
             server = self.config.server
             api_url = f"ws://{server.host}:{server.port}/ws"
-            auth = self.config.auth
-            issuer = TokenService(
-                self._secret, auth.token_lifetime_seconds, auth.long_token_lifetime_days * 86400
-            )
 
-            def issue_token(user_id: str) -> str:
-                return issuer.issue(user_id, long=True)
+            async def issue_token(user_id: str) -> str:
+                return await self.auth.issue_for(user_id, long=True)
 
             key = self._secret.encode()
 
@@ -169,6 +171,10 @@ class Platform:
             if self.agents is not None:
                 await self.agents.start()
                 self._agents_started = True
+            self._revocations = RevocationWatch(
+                self.storage, self.revoke_sessions, self.config.auth.revocation_check_seconds
+            )
+            self._revocations.start()
             await self.plugins.startup(self)
         except BaseException:
             await self.stop()
@@ -177,6 +183,9 @@ class Platform:
 
     async def stop(self) -> None:
         """Close sessions, run ``shutdown`` hooks, stop storage."""
+        if self._revocations is not None:
+            await self._revocations.stop()
+            self._revocations = None
         for session in list(self.sessions.values()):
             await session.close(1001, "server shutting down")
         if self._dispatcher is not None:
@@ -204,8 +213,10 @@ class Platform:
     async def _document_changed(self, collection: str, operation: str, document: Document) -> None:
         if collection == "users":
             document = {k: v for k, v in document.items() if k != "passwordhash"}
-            if document.get("disabled") or operation == "delete":
+            if operation == "delete":
                 await self._close_sessions_of({str(document.get("_id"))})
+            elif document.get("_type") == "user":
+                await self.revoke_sessions(document)
         await self.plugins.on_document_change(self, collection, operation, document)
 
     async def users_changed_in_bulk(self) -> None:
@@ -219,6 +230,25 @@ class Platform:
             projection={"_id": 1},
         )
         await self._close_sessions_of(signed_in - {str(doc["_id"]) for doc in active})
+
+    async def revoke_sessions(self, user: Document) -> None:
+        """Close the connections that ``user`` (as stored now: disabled, or in a new token
+        epoch) no longer lets stay signed in."""
+        current = CURRENT.get()
+        for session in list(self.sessions.values()):
+            if not session.revoked_by(user):
+                continue
+            principal = session.principal
+            if (
+                session is current
+                and principal is not None
+                and principal.id == str(user.get("_id"))
+                and not principal.impostor
+                and not user.get("disabled")
+            ):
+                await session.renew()  # the user changed its own password on this connection
+            else:
+                await session.close(1008, "token revoked: user disabled or password changed")
 
     async def _close_sessions_of(self, user_ids: set[str]) -> None:
         for session in list(self.sessions.values()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
     from iapflow.security.principal import Principal
 
 log = logging.getLogger("iapflow.session")
+
+CURRENT: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
+    "iapflow_session", default=None
+)
+"""The connection whose command is running (set by the dispatcher)."""
 
 Push = Callable[[str, dict[str, Any]], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
@@ -48,6 +54,9 @@ class Session:
         self.jwt = ""
         self.expires = 0
         self.long = False
+        self.epoch = ""
+        """The token epoch the connection signed in with (see iapflow.data.users)."""
+        self.impostor_epoch = ""
         self.clientagent = ""
         self.clientversion = ""
         self._refresh_task: asyncio.Task[None] | None = None
@@ -74,6 +83,8 @@ class Session:
         self.jwt = result.jwt
         self.expires = result.claims.expires
         self.long = result.claims.long
+        self.epoch = result.claims.epoch
+        self.impostor_epoch = result.claims.impostor_epoch
         self.clientagent = clientagent or self.clientagent
         self.clientversion = clientversion or self.clientversion
         self._schedule_refresh()
@@ -88,6 +99,15 @@ class Session:
         lifetime = self.platform.config.auth.token_lifetime_seconds
         delay = max(self.expires - time.time() - min(before, lifetime / 2), 0.5)
         self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_later(delay))
+
+    async def renew(self) -> None:
+        """Sign this connection in again as its own user with a token of the user's current
+        epoch, and push it (``refreshtoken``): the connection that changed its own password
+        stays signed in while every other token ends."""
+        assert self.principal is not None
+        result = await self.platform.auth.reissue(self.principal.id, self.long)
+        self.bind(result)
+        await self.push("refreshtoken", {"jwt": result.jwt, "user": result.principal.token_user()})
 
     async def _refresh_later(self, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -109,6 +129,20 @@ class Session:
                 await self._refresh_task
         self.platform.sessions.pop(self.id, None)
         await self.platform.plugins.on_session_closed(self.platform, self)
+
+    def revoked_by(self, user: dict[str, Any]) -> bool:
+        """True when the stored ``user`` (disabled, or in a new token epoch) ends this
+        connection's sign-in, as that user or as its impersonator."""
+        principal = self.principal
+        if principal is None:
+            return False
+        user_id = str(user.get("_id"))
+        epoch = str(user.get("_tokenepoch") or "")
+        if principal.id == user_id:
+            return bool(user.get("disabled")) or epoch != self.epoch
+        if principal.impostor == user_id:
+            return bool(user.get("disabled")) or epoch != self.impostor_epoch
+        return False
 
     def describe(self) -> dict[str, Any]:
         """What ``getclients`` and the UI show for this connection."""

@@ -239,6 +239,11 @@ async def test_fake_engine_foreign_container_is_not_touched(
     assert "dave" in engine.containers
 
 
+async def jwt_of(user_id: str) -> str:
+    """The token issuer as the platform hands it to runtimes (async: it reads the owner)."""
+    return f"jwt-of-{user_id}"
+
+
 async def test_fake_engine_container_gets_the_owners_token_and_credential_key(
     fake_engine: tuple[FakeDockerEngine, str], tmp_path: Path
 ) -> None:
@@ -247,7 +252,7 @@ async def test_fake_engine_container_gets_the_owners_token_and_credential_key(
         RuntimeContext(
             tmp_path,
             "ws://api:3000/ws",
-            lambda user_id: f"jwt-of-{user_id}",
+            jwt_of,
             lambda name: f"key-of-{name}",
         ),
     )

@@ -302,7 +302,12 @@ async def fake_api() -> AsyncIterator[tuple[FakeKubernetesApi, str]]:
     await runner.cleanup()
 
 
-def issue_token(user_id: str) -> str:
+async def jwt_of(user_id: str) -> str:
+    """The owner's token as the platform hands it (async: the platform reads the owner)."""
+    return f"jwt-of-{user_id}"
+
+
+async def issue_token(user_id: str) -> str:
     """The server's token issuer, as the platform hands it to runtimes."""
     return f"token-for-{user_id}-{next(_counter)}"
 
@@ -377,7 +382,7 @@ async def test_fake_api_gets_the_exact_deployment_service_and_ingress(
         RuntimeContext(
             tmp_path,
             "ws://iapflow.iapflow:3000/ws",
-            lambda uid: f"jwt-of-{uid}",
+            jwt_of,
             lambda name: f"key-of-{name}",
         ),
     )

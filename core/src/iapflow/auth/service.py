@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from iapflow import wellknown
-from iapflow.auth.passwords import hash_password
+from iapflow.auth.passwords import check_password, hash_password
 from iapflow.auth.roles import RoleCache
 from iapflow.auth.tokens import TokenClaims, TokenService
 from iapflow.config import Config
+from iapflow.data.users import TOKEN_EPOCH, TOKENS_REVOKED, revocation
 from iapflow.errors import AccessDenied, ApiError, NotSignedIn
 from iapflow.ids import new_id
 from iapflow.jsonutil import utcnow
@@ -79,14 +80,54 @@ class AuthService:
         )
 
     async def principal_from_token(self, token: Any) -> tuple[Principal, TokenClaims]:
-        """Verify ``token`` and load its user; :class:`NotSignedIn` if either fails."""
+        """Verify ``token`` and load its user; :class:`NotSignedIn` if either fails, or when
+        the token is from before the user's (or the impersonating user's) last password change
+        or disable."""
         claims = self.tokens.verify(token)
-        user = await self.storage.find_one("users", {"_id": claims.user_id, "_type": "user"})
+        user = await self._token_user(claims.user_id, claims.epoch)
+        if claims.impostor:
+            await self._token_user(claims.impostor, claims.impostor_epoch)
+        return await self.principal_for_user(user, claims.impostor), claims
+
+    async def _token_user(self, user_id: str, epoch: str) -> Document:
+        user = await self.storage.find_one("users", {"_id": user_id, "_type": "user"})
         if user is None:
             raise NotSignedIn("invalid token: its user no longer exists")
         if user.get("disabled"):
             raise NotSignedIn(f"user {user.get('username')} is disabled")
-        return await self.principal_for_user(user, claims.impostor), claims
+        if str(user.get(TOKEN_EPOCH) or "") != epoch:
+            raise NotSignedIn(
+                f"token revoked: the password of {user.get('username')} was changed (or the "
+                "user disabled) after it was issued; sign in again"
+            )
+        return user
+
+    def issue(self, user: Document, impostor: Document | None = None, long: bool = False) -> str:
+        """A token for the stored ``user`` (impersonated by ``impostor``) in their current
+        token epochs."""
+        return self.tokens.issue(
+            str(user["_id"]),
+            str(impostor["_id"]) if impostor else "",
+            long,
+            str(user.get(TOKEN_EPOCH) or ""),
+            str(impostor.get(TOKEN_EPOCH) or "") if impostor else "",
+        )
+
+    async def reissue(self, user_id: str, long: bool) -> SigninResult:
+        """A new sign-in of a user without a password (its own connection, after it changed
+        its password)."""
+        stored = await self.storage.find_one("users", {"_id": user_id, "_type": "user"})
+        if stored is None or stored.get("disabled"):
+            raise NotSignedIn("user is missing or disabled")
+        token = self.issue(stored, long=long)
+        return SigninResult(await self.principal_for_user(stored), token, self.tokens.verify(token))
+
+    async def issue_for(self, user_id: str, long: bool = True) -> str:
+        """A token for the user with id ``user_id`` (agents get one for their owner)."""
+        user = await self.storage.find_one("users", {"_id": user_id, "_type": "user"})
+        if user is None:
+            raise NotSignedIn(f"no user with id {user_id!r} to issue a token for")
+        return self.issue(user, long=long)
 
     async def principal_ids(self, principal_id: str) -> list[str] | None:
         """The ids an ACL entry can name to reach a user or role (for ``queryas``)."""
@@ -133,7 +174,7 @@ class AuthService:
             event["type"] = "jwtsignin"
             principal, claims = await self.principal_from_token(data["jwt"])
             event.update(username=principal.username, userid=principal.id)
-            user = {"_id": principal.id}
+            user: Document = {"_id": principal.id}
             impostor = claims.impostor
         elif "username" in data or "password" in data:
             username, password = data.get("username"), data.get("password")
@@ -163,7 +204,12 @@ class AuthService:
         if stored is None or stored.get("disabled"):
             raise NotSignedIn("user is missing or disabled")
         principal = await self.principal_for_user(stored, impostor)
-        token = self.tokens.issue(principal.id, impostor, long)
+        real = None
+        if impostor:
+            real = await self.storage.find_one("users", {"_id": impostor, "_type": "user"})
+            if real is None or real.get("disabled"):
+                raise NotSignedIn("the impersonating user is missing or disabled")
+        token = self.issue(stored, real, long)
         return SigninResult(principal, token, self.tokens.verify(token))
 
     async def _impersonate(
@@ -182,7 +228,7 @@ class AuthService:
             raise NotSignedIn(f"user {target.get('username')} is disabled")
         principal = await self.principal_for_user(target, real.id)
         event.update(type="impersonate", impostorid=real.id, userid=principal.id)
-        token = self.tokens.issue(principal.id, real.id, long)
+        token = self.issue(target, stored, long)
         return SigninResult(principal, token, self.tokens.verify(token))
 
     async def _first_signin_admin(self, username: str, password: str) -> Document | None:
@@ -206,18 +252,23 @@ class AuthService:
     async def add_user(
         self, username: str, password: str, admin: bool = False, name: str = ""
     ) -> Document:
-        """Create a user (or set the password of an existing one), optionally making it admin."""
+        """Create a user (or set the password of an existing one, which ends the tokens issued
+        before when it is a new password), optionally making it admin."""
         username = username.strip().lower()
         if not username or not password:
             raise ApiError("a user needs a username and a password")
-        passwordhash = await hash_password(password, self.config.auth.bcrypt_rounds)
         existing = await self.storage.find_one("users", {"_type": "user", "username": username})
         if existing is not None:
-            await self.storage.update_one(
-                "users", {"_id": existing["_id"]}, {"$set": {"passwordhash": passwordhash}}
-            )
             user = existing
+            current = str(existing.get("passwordhash") or "")
+            rounds = self.config.auth.bcrypt_rounds
+            if not current or not await check_password(password, current, rounds):
+                passwordhash = await hash_password(password, self.config.auth.bcrypt_rounds)
+                fields = {"passwordhash": passwordhash, **revocation()}
+                await self.storage.update_one("users", {"_id": existing["_id"]}, {"$set": fields})
+                user = {**existing, **fields}
         else:
+            passwordhash = await hash_password(password, self.config.auth.bcrypt_rounds)
             user_id = new_id()
             now = utcnow()
             user = {
@@ -246,6 +297,7 @@ class AuthService:
         """Create the well-known roles and users if missing, with their memberships and indexes."""
         await self.storage.create_index("users", [("username", 1)], unique=True, sparse=True)
         await self.storage.create_index("users", [("_type", 1), ("name", 1)])
+        await self.storage.create_index("users", [(TOKENS_REVOKED, 1)], sparse=True)
         now = utcnow()
         admins_ace = {"_id": wellknown.ADMINS, "name": "admins", "rights": FULL_CONTROL}
         builtins = [(name, rid, "role") for name, rid in wellknown.BUILTIN_ROLES.items()]

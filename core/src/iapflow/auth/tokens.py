@@ -1,7 +1,9 @@
 """HS256 JSON web tokens (joserfc) and the secret that signs them.
 
 The payload is OpenFlow's slim form, ``{"data": {"_id", "impostor"}}``, plus ``sub``, ``iat``,
-``exp`` and ``iss``. Roles are never in the token: they are resolved on every use.
+``exp`` and ``iss``. Roles are never in the token: they are resolved on every use. ``data.epoch``
+(and ``data.impostorepoch`` when impersonating) is the user's token epoch when the token was
+issued: a password change or a disable starts a new epoch, which ends every older token.
 Only HS256 is accepted, so ``alg: none`` and algorithm-confusion tokens are refused.
 """
 
@@ -50,6 +52,8 @@ class TokenClaims:
     impostor: str
     expires: int
     long: bool
+    epoch: str = ""
+    impostor_epoch: str = ""
 
 
 class TokenService:
@@ -60,11 +64,24 @@ class TokenService:
         self.lifetime = lifetime
         self.long_lifetime = long_lifetime
 
-    def issue(self, user_id: str, impostor: str = "", long: bool = False) -> str:
-        """A signed token for ``user_id`` (acting as ``impostor`` when impersonating)."""
+    def issue(
+        self,
+        user_id: str,
+        impostor: str = "",
+        long: bool = False,
+        epoch: str = "",
+        impostor_epoch: str = "",
+    ) -> str:
+        """A signed token for ``user_id`` (acting as ``impostor`` when impersonating), in the
+        users' current token epochs."""
         now = int(time.time())
+        data: dict[str, Any] = {"_id": user_id, "impostor": impostor}
+        if epoch:
+            data["epoch"] = epoch
+        if impostor_epoch:
+            data["impostorepoch"] = impostor_epoch
         claims: dict[str, Any] = {
-            "data": {"_id": user_id, "impostor": impostor},
+            "data": data,
             "sub": user_id,
             "iss": ISSUER,
             "iat": now,
@@ -94,4 +111,11 @@ class TokenService:
         if not isinstance(data, dict) or not isinstance(data.get("_id"), str):
             raise NotSignedIn("invalid token: no user in it")
         impostor = data.get("impostor") or ""
-        return TokenClaims(data["_id"], str(impostor), exp, bool(claims.get("long")))
+        return TokenClaims(
+            data["_id"],
+            str(impostor),
+            exp,
+            bool(claims.get("long")),
+            str(data.get("epoch") or ""),
+            str(data.get("impostorepoch") or ""),
+        )

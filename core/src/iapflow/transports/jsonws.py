@@ -22,6 +22,7 @@ from iapflow import jsonutil
 from iapflow.errors import ApiError
 from iapflow.platform import Platform
 from iapflow.session import Session
+from iapflow.transports.budget import BUSY
 
 log = logging.getLogger("iapflow.jsonws")
 
@@ -191,6 +192,9 @@ class JsonConnection:
         finally:
             self._closed = True
             timeout.cancel()
+            self._chunks.clear()
+            self.platform.buffers.give(self._buffered)
+            self._buffered = 0
             for task in list(self._tasks):
                 task.cancel()
             for future in self._awaiting.values():
@@ -208,6 +212,12 @@ class JsonConnection:
             )
             await self.close(1008, "no sign-in within the sign-in timeout")
 
+    def _message_limit(self) -> int:
+        """How long a message may be: small until the connection signs in."""
+        if self.session.principal is None:
+            return self.limits.max_unsigned_message_bytes
+        return self.limits.max_message_bytes
+
     def _assemble(self, text: str) -> tuple[str, str, str] | None:
         """Decode a frame; return ``(id, command, data)`` once a whole message is here."""
         if len(text) > self.limits.max_frame_bytes:
@@ -215,6 +225,13 @@ class JsonConnection:
             raise FrameError(
                 f"frame of {len(text)} characters is over the limit of "
                 f"{self.limits.max_frame_bytes}; send long messages in pieces (count/index)",
+                found.group(1) if found else None,
+            )
+        if self.session.principal is None and len(text) > self._message_limit():
+            found = _ID_IN_FRAME.search(text[:512])
+            raise FrameError(
+                f"frame of {len(text)} characters is over the limit of "
+                f"{self._message_limit()} before sign-in; sign in first",
                 found.group(1) if found else None,
             )
         try:
@@ -250,7 +267,8 @@ class JsonConnection:
         self, message_id: str, command: str, data: str, count: Any, index: Any
     ) -> tuple[str, str, str] | None:
         replyto = message_id or None
-        max_count = self.limits.max_message_bytes // 100 + 1
+        limit = self._message_limit()
+        max_count = limit // 100 + 1
         if (
             not isinstance(count, int)
             or not isinstance(index, int)
@@ -267,24 +285,34 @@ class JsonConnection:
                 )
             chunks = self._chunks[message_id] = _Chunks(count)
         if chunks.count != count:
-            del self._chunks[message_id]
-            self._buffered -= chunks.size
+            self._drop(message_id)
             raise FrameError("pieces of one message disagree on count", replyto)
         if index not in chunks.parts:
+            if self._buffered + len(data) > limit:
+                self._drop(message_id)
+                what = "before sign-in " if self.session.principal is None else ""
+                raise FrameError(
+                    f"message is over the limit of {limit} characters {what}(with the other "
+                    "unfinished messages of this connection)",
+                    replyto,
+                )
+            if not self.platform.buffers.take(len(data)):
+                self._drop(message_id)
+                raise FrameError(BUSY, replyto)
             chunks.parts[index] = data
             chunks.size += len(data)
             self._buffered += len(data)
-        if self._buffered > self.limits.max_message_bytes:
-            del self._chunks[message_id]
-            self._buffered -= chunks.size
-            raise FrameError(
-                f"message is over the limit of {self.limits.max_message_bytes} characters", replyto
-            )
         if len(chunks.parts) < count:
             return None
-        del self._chunks[message_id]
-        self._buffered -= chunks.size
+        self._drop(message_id)
         return message_id, command, "".join(chunks.parts[i] for i in range(count))
+
+    def _drop(self, message_id: str) -> None:
+        """Forget an unfinished message and give its bytes back to the budget."""
+        chunks = self._chunks.pop(message_id, None)
+        if chunks is not None:
+            self._buffered -= chunks.size
+            self.platform.buffers.give(chunks.size)
 
     async def _handle(self, message_id: str, command: str, text: str) -> None:
         replyto = message_id or None

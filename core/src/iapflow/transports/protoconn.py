@@ -17,11 +17,12 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from iapflow.errors import ApiError
+from iapflow.errors import ApiError, NotSignedIn
 from iapflow.platform import Platform
 from iapflow.proto import openiap_pb2 as pb
 from iapflow.session import Session
 from iapflow.transports import protocodec
+from iapflow.transports.budget import BUSY
 
 log = logging.getLogger("iapflow.proto")
 
@@ -120,7 +121,7 @@ class ProtoConnection:
             await self._stream_piece(envelope)
             return
         if command == "upload":
-            self._start_upload(envelope)
+            await self._start_upload(envelope)
             return
         await self._inflight.acquire()
         task = asyncio.get_running_loop().create_task(self._handle(envelope))
@@ -132,6 +133,8 @@ class ProtoConnection:
         self.closed = True
         for task in list(self._tasks):
             task.cancel()
+        for upload in self._uploads.values():
+            self.platform.buffers.give(upload.size)
         self._uploads.clear()
         await self.session.closed()
 
@@ -204,9 +207,15 @@ class ProtoConnection:
         )
         await self.send("downloadreply", response, rid)
 
-    def _start_upload(self, envelope: pb.Envelope) -> None:
+    async def _start_upload(self, envelope: pb.Envelope) -> None:
+        """Accept an upload's pieces only from a signed-in caller: the connection's user, or
+        a valid token in the envelope."""
         try:
             request = protocodec.unpack(envelope.data, pb.UploadRequest)
+            if self.session.principal is None:
+                if not envelope.jwt:
+                    raise NotSignedIn("upload: sign in first (or send a jwt with the upload)")
+                await self.platform.auth.principal_from_token(envelope.jwt)
         except ApiError as exc:
             self._later(self.send_error(str(exc), envelope.id))
             return
@@ -216,6 +225,12 @@ class ProtoConnection:
             return
         self._uploads[envelope.id] = _Upload(request)
 
+    async def _drop_upload(self, rid: str, message: str) -> None:
+        upload = self._uploads.pop(rid, None)
+        if upload is not None:
+            self.platform.buffers.give(upload.size)
+        await self.send_error(message, rid)
+
     async def _stream_piece(self, envelope: pb.Envelope) -> None:
         upload = self._uploads.get(envelope.rid)
         if upload is None:
@@ -223,12 +238,15 @@ class ProtoConnection:
         if envelope.command == "stream":
             piece = protocodec.unpack(envelope.data, pb.Stream)
             assert isinstance(piece, pb.Stream)
+            limit = self.platform.config.files.max_file_bytes
+            if upload.size + len(piece.data) > limit:
+                await self._drop_upload(envelope.rid, f"file is over the limit of {limit} bytes")
+                return
+            if not self.platform.buffers.take(len(piece.data)):
+                await self._drop_upload(envelope.rid, BUSY)
+                return
             upload.parts.append(piece.data)
             upload.size += len(piece.data)
-            if upload.size > self.platform.config.files.max_file_bytes:
-                del self._uploads[envelope.rid]
-                limit = self.platform.config.files.max_file_bytes
-                await self.send_error(f"file is over the limit of {limit} bytes", envelope.rid)
         elif envelope.command == "endstream":
             del self._uploads[envelope.rid]
             await self._inflight.acquire()
@@ -237,6 +255,8 @@ class ProtoConnection:
     async def _finish_upload(self, envelope: pb.Envelope, upload: _Upload) -> None:
         request = upload.request
         content = b"".join(upload.parts)
+        upload.parts.clear()
+        self.platform.buffers.give(upload.size)
         data: dict[str, Any] = {
             "filename": request.filename,
             "mimetype": request.mimetype or None,

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from iapflow.errors import StartupError
 from iapflow.platform import Platform
 from iapflow.proto import openiap_pb2 as pb
 from iapflow.transports.protoconn import ProtoConnection
@@ -113,6 +114,9 @@ class GrpcServer:
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
                 ("grpc.http2.max_ping_strikes", 0),
+                # gRPC sets SO_REUSEPORT by default, which lets a second process (another
+                # server, another local user) bind the same port and take half the clients.
+                ("grpc.so_reuseport", 0),
             ]
         )
 
@@ -134,7 +138,14 @@ class GrpcServer:
         )
         self.server.add_generic_rpc_handlers((handler,))
         address = f"{self.platform.config.server.host}:{config.port}"
-        self.port = self.server.add_insecure_port(address)
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError:
+            self.server = None
+            raise StartupError(
+                f"gRPC port {config.port} on {self.platform.config.server.host} is in use by "
+                "another process: stop it, or set [grpc] port (0 turns gRPC off)"
+            ) from None
         await self.server.start()
         log.info("gRPC %s listening on %s", SERVICE, address)
 

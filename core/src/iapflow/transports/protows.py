@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from iapflow.platform import Platform
 from iapflow.proto import openiap_pb2 as pb
+from iapflow.transports.budget import BUSY
 from iapflow.transports.protoconn import ProtoConnection
 
 log = logging.getLogger("iapflow.protows")
@@ -37,6 +38,7 @@ class ProtoWebsocketConnection(ProtoConnection):
         self.ws = websocket
         self.max_envelope = platform.config.websocket.max_message_bytes
         self._buffer = bytearray()
+        self._reserved = 0  # budget bytes held for the envelope being received
 
     async def write(self, envelope: pb.Envelope) -> None:
         """Length and envelope as two binary messages."""
@@ -73,23 +75,42 @@ class ProtoWebsocketConnection(ProtoConnection):
         except WebSocketDisconnect:
             pass
         finally:
+            self.platform.buffers.give(self._reserved)
+            self._reserved = 0
             await self.finished()
 
     async def _drain(self) -> None:
         while len(self._buffer) >= _LENGTH.size and not self.closed:
             (length,) = _LENGTH.unpack_from(self._buffer)
-            if length > self.max_envelope:
+            signed_in = self.session.principal is not None
+            limit = (
+                self.max_envelope
+                if signed_in
+                else self.platform.config.websocket.max_unsigned_message_bytes
+            )
+            if length > limit:
                 log.info("closing %s: envelope length %d over the limit", self.session.id, length)
+                when = "" if signed_in else " before sign-in; sign in first"
                 await self.send_error(
-                    f"envelope length {length} is over the limit of {self.max_envelope} bytes", ""
+                    f"envelope length {length} is over the limit of {limit} bytes{when}", ""
                 )
                 await self.close(1009, "envelope length over the limit")
                 return
             end = _LENGTH.size + length
             if len(self._buffer) < end:
+                # Hold the whole envelope's bytes against the server-wide budget while it
+                # arrives; an envelope cannot be skipped half-way, so a refusal closes.
+                if not self._reserved:
+                    if not self.platform.buffers.take(length):
+                        await self.send_error(BUSY, "")
+                        await self.close(1013, "server busy: too many unfinished messages")
+                        return
+                    self._reserved = length
                 return
             payload = bytes(self._buffer[_LENGTH.size : end])
             del self._buffer[:end]
+            self.platform.buffers.give(self._reserved)
+            self._reserved = 0
             envelope = pb.Envelope()
             try:
                 envelope.ParseFromString(payload)

@@ -81,8 +81,11 @@ class DockerRuntime:
 
     # -- container description ----------------------------------------------------------------
 
-    def container_config(self, spec: InstanceSpec) -> dict[str, Any]:
-        """The body of ``POST /containers/create`` for ``spec``."""
+    def container_config(
+        self, spec: InstanceSpec, owner: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """The body of ``POST /containers/create`` for ``spec``; ``owner`` is what
+        ``RuntimeContext.owner_env`` gave for it."""
         name = spec.name
         labels = {
             INSTANCE_LABEL: name,
@@ -105,7 +108,7 @@ class DockerRuntime:
         env = {**spec.env, "nodered_id": name, "api_ws_url": self.context.api_ws_url}
         # the owner's token and credential key, as the process runtime and OpenFlow's docker
         # driver pass them (none for an instance without an owner)
-        env.update(self.context.owner_env(spec))
+        env.update(owner or {})
         memory = spec.memory_mb or int(self.options["memory_mb"])
         host_config: dict[str, Any] = {
             "Memory": memory * 1024 * 1024,
@@ -191,7 +194,7 @@ class DockerRuntime:
         """Create the container if it does not exist, and start it."""
         info = await self._inspect(spec.name)
         if info is None:
-            config = self.container_config(spec)
+            config = self.container_config(spec, await self.context.owner_env(spec))
             await self._ensure_image(config["Image"])
             try:
                 await self.docker.containers.create(config, name=spec.name)

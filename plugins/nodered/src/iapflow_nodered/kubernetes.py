@@ -479,7 +479,7 @@ class KubernetesRuntime:
         """Create the token secret, deployment, service and ingress, or bring an existing
         deployment to ``spec`` with one replica (and a fresh token)."""
         apps, core, net = self._apis()
-        owner = self.context.owner_env(spec)
+        owner = await self.context.owner_env(spec)
         body = self.deployment_body(spec, owner)
         exists = await self._deployment(spec.name) is not None
         if owner:

@@ -300,7 +300,7 @@ class ProcessRuntime:
             (userdir / "package.json").write_text('{"name": "node-red-project", "private": true}\n')
         settings = inst.folder / "settings.js"
         secret = self._credential_secret(inst)
-        owner = self.context.owner_env(inst.spec) if self._on_iapflow(inst.spec) else {}
+        owner = await self.context.owner_env(inst.spec) if self._on_iapflow(inst.spec) else {}
         token = owner.get("jwt", "")
         if token:
             package = await ensure_package(self.install_dir, node, self._package_dir())
