@@ -129,3 +129,29 @@ def test_doc_links_point_at_existing_pages() -> None:
     for page in DOCS.glob("*.md"):
         for target in re.findall(r"\]\(([\w-]+\.md)(?:#[\w-]+)?\)", page.read_text("utf-8")):
             assert (DOCS / target).exists(), f"{page.name} links to missing {target}"
+
+
+def _threat_model_tests() -> list[tuple[str, str]]:
+    """``(file, test)`` for every test the threat model in security.md names; a name without
+    a file of its own belongs to the last file named before it in the same cell."""
+    text = _doc("security.md").split("## Threat model", 1)[1]
+    found = []
+    for row in re.findall(r"^\|(.*)\|\s*$", text, re.MULTILINE):
+        current = ""
+        for ref in re.findall(r"`([^`]*test_\w+)`", row):
+            path, _, name = ref.rpartition("::")
+            if path:
+                current = path if "/" in path else f"tests/security/{path}"
+            found.append((current, name))
+    return found
+
+
+def test_the_threat_model_names_tests() -> None:
+    assert len(_threat_model_tests()) >= 30
+
+
+@pytest.mark.parametrize(("path", "name"), _threat_model_tests())
+def test_every_test_the_threat_model_names_exists(path: str, name: str) -> None:
+    assert path, f"{name}: no test file named before it in its row"
+    source = (DOCS.parent / path).read_text(encoding="utf-8")
+    assert re.search(rf"^(async )?def {name}\(", source, re.MULTILINE), f"{path}::{name}"
