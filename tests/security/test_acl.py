@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from attack import refused
 
 from iapflow.testing import JsonClient, ReplyError
 
@@ -104,15 +105,6 @@ async def create_role(creator: JsonClient, name: str, member_ids: list[str]) -> 
         "users",
     )
     return str(role["_id"])
-
-
-async def refused(client: JsonClient, command: str, **data: Any) -> str:
-    """Call ``command`` and return the error message; fail if it was not refused."""
-    with pytest.raises(ReplyError) as caught:
-        await client.call(command, **data)
-    message = str(caught.value)
-    assert message and message != "None"
-    return message
 
 
 # -- fixtures -----------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import base64
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from attack import STORE_INTERNALS, Login, NewUser, b64, bobs_item, refused, result, uid
+import pytest
+from attack import STORE_INTERNALS, Client, Login, NewUser, b64, bobs_item, refused, result, uid
 
 from iapflow.testing import JsonClient
 
@@ -38,17 +39,22 @@ async def test_finishing_an_item_copies_only_the_files_that_belong_to_it(
     assert base64.b64decode(got["file"]) == b"bob's own"
 
 
-async def test_a_deleted_roles_id_never_comes_back(
-    new_user: NewUser,
-    login: Login,
-    admin: JsonClient,
-    connect: Callable[..., Awaitable[JsonClient]],
-) -> None:
+@pytest.fixture
+async def alice_and_bob(
+    new_user: NewUser, login: Login, connect: Callable[..., Awaitable[JsonClient]]
+) -> tuple[JsonClient, Client]:
+    """alice on JSON, bob (the attacker) on the test's transport."""
     await new_user("alice")
     await new_user("bob")
     alice = await connect()
     await alice.signin("alice", "secret")
-    bob = await login("bob")
+    return alice, await login("bob")
+
+
+async def test_a_deleted_roles_id_never_comes_back(
+    alice_and_bob: tuple[JsonClient, Client], admin: JsonClient
+) -> None:
+    alice, bob = alice_and_bob
     shared: list[str] = []
     for how in ("deleteone", "deletemany"):
         role = (
@@ -122,16 +128,9 @@ async def test_restoring_a_deleted_role_brings_the_same_principal_back(
 
 
 async def test_errors_do_not_reveal_the_store_or_other_users_data(
-    new_user: NewUser,
-    login: Login,
-    connect: Callable[..., Awaitable[JsonClient]],
-    mongo_storage: dict[str, Any],
+    alice_and_bob: tuple[JsonClient, Client], mongo_storage: dict[str, Any]
 ) -> None:
-    await new_user("alice")
-    await new_user("bob")
-    alice = await connect()
-    await alice.signin("alice", "secret")
-    bob = await login("bob")
+    alice, bob = alice_and_bob
     hidden = await alice.call(
         "insertone", collectionname=COLL, item={"card": "4111-1111", "_acl": []}
     )

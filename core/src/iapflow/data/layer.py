@@ -329,6 +329,11 @@ class DataLayer:
         if not isinstance(items, list) or not items:
             raise ApiError("items must be a non-empty list of objects")
         docs = [await self._new_document(principal, collection, item) for item in items]
+        await self._insert_all(collection, docs)
+        return [self._scrub(collection, dict(d)) for d in docs]
+
+    async def _insert_all(self, collection: str, docs: list[Document]) -> None:
+        """Insert ``docs`` all or none, then tell the observers of each."""
         try:
             await self.storage.insert_many(collection, docs)
         except StorageError as exc:
@@ -341,7 +346,6 @@ class DataLayer:
             raise
         for doc in docs:
             await self._changed(collection, "insert", doc)
-        return [self._scrub(collection, dict(d)) for d in docs]
 
     # -- updates --------------------------------------------------------------------------------
 
@@ -857,18 +861,7 @@ class ServiceWrites:
 
     async def insert_many(self, collection: str, docs: list[Document]) -> None:
         """Insert ``docs`` (complete, system fields included), all or none."""
-        try:
-            await self._storage.insert_many(collection, docs)
-        except StorageError as exc:
-            # Ordered inserts stop at the first failure: take back the ones stored before it.
-            await self._storage.delete_many(
-                collection, {"$or": [{"_id": d["_id"], "_created": d["_created"]} for d in docs]}
-            )
-            if isinstance(exc, DuplicateKeyError):
-                raise duplicate(collection, exc) from None
-            raise
-        for doc in docs:
-            await self._layer._changed(collection, "insert", doc)
+        await self._layer._insert_all(collection, docs)
 
     async def update_one(
         self, collection: str, filter: Filter, update: dict[str, Any]
