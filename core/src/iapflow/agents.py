@@ -105,6 +105,8 @@ class RuntimeContext:
     api_ws_url: str = ""
     issue_token: Callable[[str], Awaitable[str]] | None = None
     instance_secret: Callable[[str], str] | None = None
+    owner_is_admin: Callable[[str], Awaitable[bool]] | None = None
+    """Whether a user is root or in ``admins`` (runtimes trust admins' instances more)."""
 
     async def owner_env(self, spec: InstanceSpec) -> dict[str, str]:
         """What an instance needs to reach this server as its owner: ``jwt``, a fresh

@@ -7,6 +7,7 @@ import hmac
 import logging
 from typing import TYPE_CHECKING, Any
 
+from iapflow import wellknown
 from iapflow.agents import AgentRuntime, RuntimeContext
 from iapflow.auth.revocation import RevocationWatch
 from iapflow.auth.service import AuthService
@@ -18,6 +19,7 @@ from iapflow.dispatch import Dispatcher
 from iapflow.errors import StartupError, StorageError
 from iapflow.messaging.broker import Broker, BrokerContext, BrokerError
 from iapflow.plugins import Plugins, require
+from iapflow.private import private_dir
 from iapflow.session import CURRENT
 from iapflow.storage import Document, Storage, StorageContext
 from iapflow.transports.budget import BufferBudget
@@ -88,6 +90,7 @@ class Platform:
         backend option or a bad secret fails here, before any server or store starts."""
         if self._storage is not None:
             return
+        private_dir(self.config.data_dir)
         backend = self.config.storage.backend
         factory = require(self.plugins.storage_backends(), backend, "storage")
         context = StorageContext(self.config.data_dir)
@@ -115,9 +118,15 @@ class Platform:
                 message = b"agent-instance-secret\0" + name.encode()
                 return hmac.new(key, message, hashlib.sha256).hexdigest()
 
+            async def owner_is_admin(user_id: str) -> bool:
+                roles = await self.auth.roles.roles_of(user_id)
+                return user_id == wellknown.ROOT or any(r["_id"] == wellknown.ADMINS for r in roles)
+
             self.agents = runtime_factory(
                 agents.options(),
-                RuntimeContext(self.config.data_dir, api_url, issue_token, instance_secret),
+                RuntimeContext(
+                    self.config.data_dir, api_url, issue_token, instance_secret, owner_is_admin
+                ),
             )
 
     async def start_storage(self) -> None:

@@ -17,42 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
+from nodered_site import V2, Site, running
 
 from iapflow import wellknown
 from iapflow.testing import JsonClient, make_test_config, running_server
 
 pytestmark = pytest.mark.slow
-
-V2 = {"Node-RED-API-Version": "v2"}
-
-
-class Site:
-    """A running server with the process runtime, and ways to open clients to it."""
-
-    def __init__(self, stack: AsyncExitStack, base: str) -> None:
-        self.stack = stack
-        self.url = base + "/ws"
-
-    async def client(self) -> JsonClient:
-        return await self.stack.enter_async_context(JsonClient(self.url))
-
-    async def user(self, admin: JsonClient, *roles: str) -> JsonClient:
-        name = f"nre{uuid.uuid4().hex[:8]}"
-        reply = await admin.call(
-            "insertone",
-            collectionname="users",
-            item={"_type": "user", "username": name, "name": name, "newpassword": "pw"},
-        )
-        for role in roles:
-            await admin.call(
-                "updateone",
-                collectionname="users",
-                query={"_id": role},
-                item={"$push": {"members": {"_id": reply["result"]["_id"], "name": name}}},
-            )
-        client = await self.client()
-        await client.signin(name, "pw")
-        return client
 
 
 @pytest.fixture
@@ -64,20 +34,6 @@ async def site(
     async with AsyncExitStack() as stack:
         base = await stack.enter_async_context(running_server(config))
         yield Site(stack, base)
-
-
-async def _running(client: JsonClient, within: float = 180.0) -> dict[str, Any]:
-    pod: dict[str, Any] = {}
-    for _ in range(int(within * 10)):
-        pod = (await client.call("getnoderedinstance"))["result"] or {}
-        if pod.get("state") == "running":
-            return pod
-        if pod.get("state") == "crashed":
-            log = (await client.call("getnoderedinstancelog", lines=80))["result"]
-            raise AssertionError(f"instance crashed: {pod.get('reason')}\n{log}")
-        await asyncio.sleep(0.1)
-    log = (await client.call("getnoderedinstancelog", lines=80))["result"]
-    raise AssertionError(f"instance not running: {pod}\n{log}")
 
 
 def _flows(marker: str, queue: str) -> list[dict[str, Any]]:
@@ -157,7 +113,7 @@ async def test_a_flow_deployed_with_an_iapflow_token_uses_the_api_and_queues(
     alice = await site.user(admin, wellknown.PERSONAL_NODERED_USERS)
     stranger = await site.user(admin)
     await alice.call("ensurenoderedinstance")
-    pod = await _running(alice)
+    pod = await running(alice)
     base = pod["url"].rstrip("/")
     auth = {"Authorization": f"Bearer {alice.jwt}", **V2}
     marker, queue = uuid.uuid4().hex, f"nrq{uuid.uuid4().hex[:8]}"
@@ -212,7 +168,7 @@ async def test_a_flow_deployed_with_an_iapflow_token_uses_the_api_and_queues(
         assert len(stored) == 1
         assert {n["id"] for n in json.loads(stored[0]["flows"])} >= {"inject1", "qin1", "qout1"}
         assert stored[0]["deployedby"] == alice.user["username"]
-        userdir = tmp_path / "nodered" / "instances" / pod["name"] / "userdir"
+        userdir = tmp_path / "nodered" / "instances" / pod["name"] / "home" / "userdir"
         assert not (userdir / "flows.json").exists()
 
         # Someone else edits the flows in the collection: the instance reloads them.
@@ -233,7 +189,7 @@ async def test_a_flow_deployed_with_an_iapflow_token_uses_the_api_and_queues(
         # Stop and start: the flows come back from the collection and work again.
         await alice.call("stopnoderedinstance")
         await alice.call("startnoderedinstance")
-        pod = await _running(alice)
+        pod = await running(alice)
         again = (await http.get(base + "/flows", headers=auth)).json()["flows"]
         assert {"inject1", "qin1", "qout1", "note1"} <= {n["id"] for n in again}
         assert (await _ask(asker, queue, 5))["answer"] == 10
@@ -241,9 +197,9 @@ async def test_a_flow_deployed_with_an_iapflow_token_uses_the_api_and_queues(
         # Deleting the instance removes its folder; the flows stay in the collection, so a new
         # instance of the same user starts with them (as in OpenFlow).
         assert (await alice.call("deletenoderedinstance"))["result"] is True
-        assert not userdir.parent.exists()
+        assert not userdir.parent.parent.exists()
         await alice.call("ensurenoderedinstance")
-        pod = await _running(alice)
+        pod = await running(alice)
         renewed = (await http.get(pod["url"] + "flows", headers=auth)).json()["flows"]
         assert {"inject1", "qin1", "qout1", "note1"} <= {n["id"] for n in renewed}
         # The server gives the new instance the same credential key, so the encrypted
@@ -265,7 +221,7 @@ async def test_after_a_server_restart_the_adopted_instance_signs_in_again_and_an
         await admin.signin("admin", "admin")
         alice = await site.user(admin, wellknown.PERSONAL_NODERED_USERS)
         await alice.call("ensurenoderedinstance")
-        pod = await _running(alice)
+        pod = await running(alice)
         deploy = {"Authorization": f"Bearer {alice.jwt}", "Node-RED-Deployment-Type": "full", **V2}
         async with httpx.AsyncClient(timeout=30) as http:
             flows = _flows(uuid.uuid4().hex, queue)

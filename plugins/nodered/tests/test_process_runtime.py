@@ -5,6 +5,7 @@ adoption by the next server, clear errors when Node.js is missing)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -19,7 +20,14 @@ import pytest
 from iapflow.agents import AgentRuntimeError, InstanceSpec, RuntimeContext
 from iapflow.errors import ConfigError
 from iapflow.testing.agent_runtime_contract import AgentRuntimeContract
-from iapflow_nodered.process import ProcessRuntime, build_process, pid_alive, port_free, reap
+from iapflow_nodered.process import (
+    ProcessRuntime,
+    build_process,
+    group_members,
+    pid_alive,
+    port_free,
+    reap,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +60,18 @@ class TestProcessRuntime(AgentRuntimeContract):
         return process_runtime
 
 
+def _node_process(group: int) -> int:
+    """The Node.js process of an instance: in its process group, running node (the group's
+    leader is bubblewrap when the instance runs in a sandbox)."""
+    for pid in group_members(group):
+        with contextlib.suppress(OSError):
+            if os.path.basename(os.readlink(f"/proc/{pid}/exe")) == "node":
+                return pid
+    raise AssertionError(f"no node process in process group {group}")
+
+
 def _environ(pid: int) -> list[bytes]:
-    return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return Path(f"/proc/{_node_process(pid)}/environ").read_bytes().split(b"\0")
 
 
 def _name() -> str:
@@ -89,7 +107,7 @@ async def test_a_crashed_instance_is_restarted(process_runtime: ProcessRuntime) 
     await process_runtime.ensure(InstanceSpec(name=name))
     first = await process_runtime.wait_ready(name, 60)
     assert first.pid is not None
-    os.kill(first.pid, signal.SIGKILL)
+    os.kill(_node_process(first.pid), signal.SIGKILL)  # Node-RED dies, as in a crash
     for _ in range(300):
         status = await process_runtime.status(name)
         if status.pid not in (None, first.pid):

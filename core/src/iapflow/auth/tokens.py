@@ -9,7 +9,6 @@ Only HS256 is accepted, so ``alg: none`` and algorithm-confusion tokens are refu
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
 from iapflow.errors import ConfigError, NotSignedIn
+from iapflow.private import check_private, private_dir, write_secret
 
 ISSUER = "iapflow"
 _SECRET_FILE = "jwt_secret"
@@ -28,19 +28,19 @@ _MIN_SECRET = 32
 
 
 def load_secret(configured: str, data_dir: Path) -> str:
-    """The configured secret, or the one kept in the data directory (made on first use)."""
+    """The configured secret, or the one kept in the data directory (made on first use, for
+    the server's OS user only)."""
     if configured:
         if len(configured) < _MIN_SECRET:
             raise ConfigError("auth.jwt_secret", f"must be at least {_MIN_SECRET} characters long")
         return configured
     path = data_dir / _SECRET_FILE
     if path.exists():
+        check_private(path)
         return path.read_text(encoding="ascii").strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as file:
-        file.write(secret)
+    write_secret(path, secret)
     return secret
 
 

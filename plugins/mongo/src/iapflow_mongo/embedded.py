@@ -6,13 +6,23 @@ and dies with the server: on Linux the kernel sends it SIGKILL when the parent d
 ``kill -9`` (a hard stop is safe: with ``--sync-on-commit`` every acknowledged write is on
 disk, and the store recovers at its next start); a pid file lets the next start clean up a
 survivor elsewhere.
+
+With a ``credentials`` file (the server's embedded store; the tests' store stays open) the
+store runs with ``--auth``: only the user in that file (``0600``, made on the first start) may
+talk to it, so another process on the machine cannot read or write documents around the API.
+The first start (and a start that finds the file gone) provisions that user while the store
+accepts nothing but TLS with a client certificate made for the occasion, so no other local
+process can slip in between; the certificates are deleted right after. The store's folder is
+``0700``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,8 +30,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from iapflow.errors import StorageError
+from iapflow.private import check_private, private_dir, write_secret
 
 EXECUTABLE = "secantusd-py"
 INSTALL_HINT = "pip install 'iapflow-mongo[embedded]'  (it provides secantusd-py)"
@@ -77,19 +89,28 @@ class EmbeddedServer:
         sync_on_commit: bool = True,
         cache_size: str = "256M",
         port: int = 0,
+        credentials: Path | None = None,
     ) -> None:
         self.storage_path = storage_path
         self.sync_on_commit = sync_on_commit
         self.cache_size = cache_size
         self.fixed_port = port  # listen here on every start; 0 = a free port each time
         self.port = port
+        self.credentials = credentials
         self.process: subprocess.Popen[bytes] | None = None
         self._log: Path | None = None
+        self._user: tuple[str, str] | None = None
 
     @property
     def uri(self) -> str:
         """Connection string; retryable writes are off (they slow this server down tenfold)."""
-        return f"mongodb://127.0.0.1:{self.port}/?retryWrites=false&directConnection=true"
+        login = ""
+        if self._user is not None:
+            login = f"{quote(self._user[0], safe='')}:{quote(self._user[1], safe='')}@"
+        options = "retryWrites=false&directConnection=true"
+        if self._user is not None:
+            options += "&authSource=admin"
+        return f"mongodb://{login}127.0.0.1:{self.port}/?{options}"
 
     def _pid_file(self) -> Path | None:
         return (
@@ -127,11 +148,20 @@ class EmbeddedServer:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the server and wait until it accepts connections."""
-        executable = find_executable()
         if self.storage_path != ":memory:":
-            Path(self.storage_path).mkdir(parents=True, exist_ok=True)
+            private_dir(Path(self.storage_path))
             self._log = Path(self.storage_path) / "embedded.log"
         self._reap_survivor()
+        extra: list[str] = []
+        if self.credentials is not None:
+            self._user = self._load_credentials()
+            if self._user is None:
+                self._user = self._provision(timeout)
+            extra = ["--auth"]
+        self._run(extra, timeout)
+
+    def _run(self, extra: list[str], timeout: float) -> None:
+        executable = find_executable()
         self.port = self.fixed_port or free_port()
         command = [
             executable,
@@ -146,6 +176,7 @@ class EmbeddedServer:
         ]
         if self.sync_on_commit:
             command.append("--sync-on-commit")
+        command += extra
         log_file = open(self._log, "ab") if self._log else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
@@ -176,6 +207,47 @@ class EmbeddedServer:
             time.sleep(0.05)
         self.stop()
         raise StorageError(f"{EXECUTABLE} did not open port {self.port} within {timeout:.0f}s")
+
+    # -- credentials ----------------------------------------------------------------------------
+
+    def _load_credentials(self) -> tuple[str, str] | None:
+        """The stored user, or ``None`` when there is none yet (or the store is new)."""
+        assert self.credentials is not None
+        if not self.credentials.exists():
+            return None
+        check_private(self.credentials)
+        if not (Path(self.storage_path) / "WiredTiger").exists():
+            return None  # a new, empty store: its user must be made again
+        try:
+            found = json.loads(self.credentials.read_text(encoding="utf-8"))
+            return str(found["username"]), str(found["password"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StorageError(
+                f"{self.credentials} is not readable ({exc}); remove it and start again to "
+                "give the embedded store a new user"
+            ) from None
+
+    def _provision(self, timeout: float) -> tuple[str, str]:
+        """Give the store its one user while it accepts only our client certificate."""
+        from iapflow_mongo import provision  # cryptography and pymongo: only needed here
+
+        assert self.credentials is not None
+        user = ("iapflow", secrets.token_urlsafe(32))
+        folder = Path(self.storage_path) / "provision"
+        shutil.rmtree(folder, ignore_errors=True)
+        private_dir(folder)
+        try:
+            files = provision.make_certificates(folder)
+            self._run(provision.server_options(files), timeout)
+            try:
+                provision.set_user(self.port, files, *user)
+            finally:
+                self.stop()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.credentials.unlink(missing_ok=True)
+        write_secret(self.credentials, json.dumps({"username": user[0], "password": user[1]}))
+        return user
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 10 s)."""

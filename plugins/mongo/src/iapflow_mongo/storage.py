@@ -25,6 +25,9 @@ from iapflow.storage import ChangeStream, Document, Filter, Storage, StorageCont
 from iapflow_mongo.changes import open_change_stream
 from iapflow_mongo.embedded import EmbeddedServer
 
+CREDENTIALS_FILE = "embedded-store.json"
+"""The embedded store's user and password, in the data directory, for the server's OS user only."""
+
 if TYPE_CHECKING:
     from iapflow_mongo.files import MongoFileStore
 
@@ -431,5 +434,6 @@ def build_storage(options: Mapping[str, Any], context: StorageContext) -> MongoS
             str(context.data_dir / "mongo"),
             sync_on_commit=parsed.sync_on_commit,
             cache_size=parsed.embedded_cache_size,
+            credentials=context.data_dir / CREDENTIALS_FILE,
         )
     return MongoStorage(parsed.url, parsed.database, embedded, parsed.server_selection_timeout_ms)

@@ -1,12 +1,19 @@
 """The ``process`` agent runtime: each Node-RED instance is a child process on this machine.
 
 Layout under ``<data_dir>/nodered/``: ``node-red-<version>/`` (Node-RED from npm, installed on
-first use) and ``instances/<name>/`` with ``state.json`` (spec, port, PID, wanted state),
-``settings.js``, ``userdir/`` and ``node-red.log``. A child runs in its own session with its
-output going straight to the log file, so it outlives the server; the next server reads
-``state.json`` and adopts the process if it still runs, or starts it again if it should run.
-A crash restarts the instance after a back-off; too many crashes in a window leave it
+first use) and ``instances/<name>/`` with ``state.json`` (spec, port, PID, wanted state, its
+OS user), ``settings.js``, ``home/userdir/`` (the only folder the instance writes), ``run/``
+(the socket it reaches iapflow through) and ``node-red.log``. A child runs in its own session
+with its output going straight to the log file, so it outlives the server; the next server
+reads ``state.json`` and adopts the process if it still runs, or starts it again if it should
+run. A crash restarts the instance after a back-off; too many crashes in a window leave it
 ``crashed`` with the reason.
+
+Instances run in a sandbox (:mod:`iapflow_nodered.sandbox`, bubblewrap) when the machine has
+one. Without it, instances of owners who are not admins are refused unless ``[agents]
+trusted_owners = true`` says every owner may run code as the server's OS user. Nodes that reach
+the host (exec, file, watch) and modules in function nodes are given to the owners that
+``[agents] host_nodes`` names (``admins`` by default, ``everyone`` or ``nobody``).
 
 An instance of a user on this server gets the npm package ``node-red-iapflow`` (installed into
 the Node-RED folder from ``plugins/nodered/node-red-iapflow``): its settings file keeps flows in
@@ -30,6 +37,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -41,7 +49,9 @@ from iapflow.agents import (
     RuntimeContext,
     poll_until_ready,
 )
-from iapflow.errors import ConfigError
+from iapflow.errors import ConfigError, StartupError
+from iapflow.private import write_secret
+from iapflow_nodered import sandbox
 from iapflow_nodered.install import (
     DEFAULT_VERSION,
     PACKAGE_DIR,
@@ -67,7 +77,16 @@ OPTIONS = {
     "restart_backoff_seconds": 1.0,
     "stop_timeout_seconds": 10.0,
     "package_dir": "",
+    "sandbox": "auto",
+    "trusted_owners": False,
+    "host_nodes": "admins",
+    "uid_base": 200000,
 }
+SANDBOX_MODES = ("auto", "bubblewrap", "none")
+HOST_NODES = ("admins", "everyone", "nobody")
+# Core nodes that reach the machine they run on: run commands, read and write files.
+HOST_NODE_FILES = ["90-exec.js", "10-file.js", "23-watch.js"]
+UID_COUNT = 10000
 LOG_KEEP_BYTES = 5 * 1024 * 1024
 INSTANCE_ENV = "IAPFLOW_NODERED_INSTANCE"
 
@@ -85,6 +104,10 @@ class _Instance:
     crashed: bool = False
     installing: bool = False
     ready: bool = False
+    sandboxed: bool = False
+    uid: int | None = None
+    """The instance's own OS user (a sandboxed instance of a server running as root)."""
+    bridge: sandbox.ApiBridge | None = field(default=None, repr=False)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
     crash_times: list[float] = field(default_factory=list)
@@ -99,6 +122,8 @@ class _Instance:
             "pid": self.pid,
             "started": self.started,
             "restarts": self.restarts,
+            "sandboxed": self.sandboxed,
+            "uid": self.uid,
         }
         tmp = self.folder / "state.json.tmp"
         tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
@@ -148,7 +173,7 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def _settings_js(host: str, port: int, secret: str) -> str:
+def _settings_js(host: str, port: Any, secret: str, extra: dict[str, Any]) -> str:
     """Settings of an instance that is not connected to an iapflow server (no owner, or a
     runtime used on its own): flows in its userdir, no sign-in, loopback only."""
     settings = {
@@ -161,6 +186,7 @@ def _settings_js(host: str, port: int, secret: str) -> str:
         "diagnostics": {"enabled": False},
         "telemetry": {"enabled": False, "updateNotification": False},
         "externalModules": {"autoInstall": False},
+        **extra,
     }
     return (
         "// Written by iapflow for this instance; it is rewritten on every start.\n"
@@ -199,6 +225,9 @@ class ProcessRuntime:
         )
         self.instances_dir = root / "instances"
         self.host = str(self.options["host"])
+        self.bwrap: str | None = None
+        self.sandbox_problem: str | None = "not checked yet"
+        """Why instances cannot run in a sandbox here (``None`` when they can)."""
         self._instances: dict[str, _Instance] = {}
         self._lock = asyncio.Lock()
         self._http: httpx.AsyncClient | None = None
@@ -207,7 +236,9 @@ class ProcessRuntime:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load every ``state.json``: adopt live processes, restart those that should run."""
+        """Check the sandbox, then load every ``state.json``: adopt live processes, restart
+        those that should run."""
+        await self._check_sandbox()
         self._http = httpx.AsyncClient(timeout=2.0)
         self.instances_dir.mkdir(parents=True, exist_ok=True)
         for state_file in sorted(self.instances_dir.glob("*/state.json")):
@@ -220,6 +251,9 @@ class ProcessRuntime:
             inst = _Instance(spec, state_file.parent, int(state["port"]), wanted=state["wanted"])
             inst.restarts = int(state.get("restarts", 0))
             inst.started = str(state.get("started", ""))
+            inst.sandboxed = bool(state.get("sandboxed"))
+            uid = state.get("uid")
+            inst.uid = uid if isinstance(uid, int) else None
             self._instances[spec.name] = inst
             pid = state.get("pid")
             if isinstance(pid, int) and pid_alive(pid, str(inst.folder)):
@@ -227,6 +261,8 @@ class ProcessRuntime:
                 log.info(
                     "adopted Node-RED instance %s (pid %d, port %d)", spec.name, pid, inst.port
                 )
+                if inst.sandboxed and inst.wanted == "running":
+                    await self._open_bridge(inst)
                 if inst.wanted == "running":
                     self._watch(inst)
                 else:
@@ -241,6 +277,7 @@ class ProcessRuntime:
         for inst in self._instances.values():
             if inst.watcher is not None:
                 inst.watcher.cancel()
+            await self._close_bridge(inst)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -252,6 +289,85 @@ class ProcessRuntime:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+
+    # -- the sandbox ----------------------------------------------------------------------------
+
+    async def _check_sandbox(self) -> None:
+        """Find out whether instances can run in bubblewrap here (``[agents] sandbox``)."""
+        mode = str(self.options["sandbox"])
+        if mode == "none":
+            self.sandbox_problem = '[agents] sandbox is "none"'
+            return
+        self.bwrap = sandbox.find_bwrap()
+        if self.bwrap is None:
+            self.sandbox_problem = (
+                "bubblewrap is not installed (apt-get install bubblewrap gives the bwrap command)"
+            )
+        else:
+            probe_uid = int(self.options["uid_base"]) if os.geteuid() == 0 else None
+            try:
+                node = find_node(str(self.options["node"]))
+            except AgentRuntimeError as exc:
+                self.sandbox_problem = str(exc)
+            else:
+                self.sandbox_problem = await asyncio.to_thread(
+                    sandbox.probe, self.bwrap, node, probe_uid
+                )
+        if self.sandbox_problem is None:
+            log.info("Node-RED instances run in a bubblewrap sandbox (%s)", self.bwrap)
+        elif mode == "bubblewrap":
+            raise StartupError(
+                f'[agents] sandbox = "bubblewrap", but {self.sandbox_problem}; install it, or '
+                'set sandbox = "auto" to run the owners you trust without one'
+            )
+        else:
+            log.warning(
+                "Node-RED instances run without a sandbox: %s. Instances of users who are not "
+                "admins are refused unless [agents] trusted_owners = true",
+                self.sandbox_problem,
+            )
+
+    async def _owner_is_admin(self, spec: InstanceSpec) -> bool:
+        """Whether the owner is an admin; an instance without an owner, or a runtime used
+        without a server, belongs to whoever runs the runtime."""
+        check = self.context.owner_is_admin
+        if check is None or not spec.owner_id:
+            return True
+        return await check(spec.owner_id)
+
+    def _allocate_uid(self, inst: _Instance) -> int | None:
+        """The instance's own OS user when the server runs as root (kept across starts)."""
+        if os.geteuid() != 0:
+            return None
+        if inst.uid is not None:
+            return inst.uid
+        base = int(self.options["uid_base"])
+        taken = {other.uid for other in self._instances.values()}
+        for uid in range(base, base + UID_COUNT):
+            if uid not in taken:
+                return uid
+        raise AgentRuntimeError(
+            f"no free user id for an instance between {base} and {base + UID_COUNT}"
+        )
+
+    async def _open_bridge(self, inst: _Instance) -> None:
+        """Listen on the instance's API socket (again, after a restart of the server)."""
+        await self._close_bridge(inst)
+        inst.bridge = sandbox.ApiBridge(inst.folder / "run", self._api_address(), inst.uid)
+        await inst.bridge.start()
+
+    async def _close_bridge(self, inst: _Instance) -> None:
+        if inst.bridge is not None:
+            await inst.bridge.stop()
+            inst.bridge = None
+
+    def _api_address(self) -> tuple[str, int]:
+        """Host and port of iapflow's API, from the URL instances are given."""
+        address = urlsplit(self.context.api_ws_url)
+        host = address.hostname or "127.0.0.1"
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return host, address.port or 80
 
     def _spawn_task(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -278,8 +394,17 @@ class ProcessRuntime:
             log.warning("Node-RED instance %s did not start: %s", inst.spec.name, exc)
 
     async def _launch(self, inst: _Instance) -> None:
-        """Install Node-RED if needed, write settings and start the child process."""
+        """Install Node-RED if needed, write settings and start the child process (in its
+        sandbox when the machine has one)."""
         node = find_node(str(self.options["node"]))
+        admin_owner = await self._owner_is_admin(inst.spec)
+        if self.sandbox_problem is not None and not (admin_owner or self.options["trusted_owners"]):
+            raise AgentRuntimeError(
+                f"Node-RED instances of users who are not admins run only in a sandbox, and "
+                f"this server has none: {self.sandbox_problem}. Install bubblewrap, or set "
+                "[agents] trusted_owners = true if every instance owner may run code as the "
+                "server's OS user"
+            )
         inst.installing = True
         try:
             red = await ensure_installed(
@@ -289,82 +414,175 @@ class ProcessRuntime:
             inst.installing = False
         if inst.wanted != "running":
             return
-        if not port_free(self.host, inst.port):
+        sandboxed = self.sandbox_problem is None
+        listener = self._listen(inst) if sandboxed else None
+        try:
+            await self._spawn(inst, node, red, admin_owner, listener)
+        finally:
+            if listener is not None:
+                listener.close()  # the child holds its own copy
+        self._watch(inst)
+
+    def _listen(self, inst: _Instance) -> socket.socket:
+        """The editor's socket, bound on the host for the sandboxed instance to serve on."""
+        try:
+            return sandbox.listening_socket(self.host, inst.port)
+        except OSError:
+            raise AgentRuntimeError(
+                f"port {inst.port} on {self.host} is busy: another program listens there; "
+                f"stop it or delete and recreate the instance to get another port"
+            ) from None
+
+    def _extra_settings(self, admin_owner: bool) -> dict[str, Any]:
+        """What the owner may use: nodes that reach the host and modules in function nodes
+        (``[agents] host_nodes``)."""
+        allowed = str(self.options["host_nodes"])
+        if allowed == "everyone" or (allowed == "admins" and admin_owner):
+            return {}
+        return {
+            "nodesExcludes": list(HOST_NODE_FILES),
+            "functionExternalModules": False,
+            "externalModules": {"autoInstall": False, "palette": {"allowInstall": False}},
+        }
+
+    def _prepare_home(self, inst: _Instance, uid: int | None) -> Path:
+        """The instance's writable folder (``home``, holding ``userdir``), owned by its user."""
+        home = inst.folder / "home"
+        userdir = home / "userdir"
+        old = inst.folder / "userdir"  # before the sandbox, the user directory was here
+        if old.is_dir() and not userdir.exists():
+            home.mkdir(parents=True, exist_ok=True)
+            old.rename(userdir)
+        userdir.mkdir(parents=True, exist_ok=True)
+        if not (userdir / "package.json").exists():  # Node-RED logs ENOENT without one
+            (userdir / "package.json").write_text('{"name": "node-red-project", "private": true}\n')
+        if uid is not None and home.stat().st_uid != uid:
+            for path in [home, *home.rglob("*")]:
+                with contextlib.suppress(OSError):
+                    os.lchown(path, uid, uid)
+        return userdir
+
+    async def _spawn(
+        self,
+        inst: _Instance,
+        node: str,
+        red: Path,
+        admin_owner: bool,
+        listener: socket.socket | None,
+    ) -> None:
+        if listener is None and not port_free(self.host, inst.port):
             raise AgentRuntimeError(
                 f"port {inst.port} on {self.host} is busy: another program listens there; "
                 f"stop it or delete and recreate the instance to get another port"
             )
-        userdir = inst.folder / "userdir"
-        userdir.mkdir(parents=True, exist_ok=True)
-        if not (userdir / "package.json").exists():  # Node-RED logs ENOENT without one
-            (userdir / "package.json").write_text('{"name": "node-red-project", "private": true}\n')
+        uid = self._allocate_uid(inst) if listener is not None else None
+        userdir = self._prepare_home(inst, uid)
         settings = inst.folder / "settings.js"
         secret = self._credential_secret(inst)
         owner = await self.context.owner_env(inst.spec) if self._on_iapflow(inst.spec) else {}
         token = owner.get("jwt", "")
+        extra = self._extra_settings(admin_owner)
+        inside = listener is not None
+        port: Any = {"fd": listener.fileno()} if listener is not None else inst.port
+        api_url = (
+            f"ws+unix://{sandbox.INSIDE_RUN}/{sandbox.API_SOCKET}:/ws"
+            if inside
+            else self.context.api_ws_url
+        )
         if token:
             package = await ensure_package(self.install_dir, node, self._package_dir())
+            if inside:
+                package = Path(sandbox.inside_install(package, self.install_dir))
             options = {
                 "uiHost": self.host,
-                "uiPort": inst.port,
+                "uiPort": port,
                 "credentialSecret": secret,
                 "name": inst.spec.name,
                 "ownerId": inst.spec.owner_id,
                 "ownerName": inst.spec.owner_name,
+                "extra": extra,
             }
             text = _iapflow_settings_js(package, options)
         else:
-            text = _settings_js(self.host, inst.port, secret)
-        settings.write_text(text, encoding="utf-8")
+            text = _settings_js(self.host, port, secret, extra)
+        settings.unlink(missing_ok=True)
+        write_secret(settings, text)  # it holds the credential key; a sandbox gets a copy
         log_file = inst.folder / "node-red.log"
         if log_file.exists() and log_file.stat().st_size > LOG_KEEP_BYTES:
             log_file.replace(inst.folder / "node-red.log.1")
         heap = inst.spec.memory_mb or int(self.options["heap_mb"])
         env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TZ") if key in os.environ}
+        home_inside = sandbox.INSIDE_HOME if inside else str(userdir.parent)
+        userdir_inside = f"{home_inside}/userdir"
         # The runtime's own variables win over the spec's: an agent's environment must not lift
         # the heap cap, hide the process from re-adoption or point the owner's token elsewhere.
-        env.update(
-            {
-                **inst.spec.env,
-                "NODE_RED_HOME": str(userdir),
-                "NODE_OPTIONS": f"--max-old-space-size={heap}",
-                INSTANCE_ENV: str(inst.folder),
-                "nodered_id": inst.spec.name,
-                "api_ws_url": self.context.api_ws_url,
-            }
-        )
+        child_env = {
+            **inst.spec.env,
+            "NODE_RED_HOME": userdir_inside,
+            "NODE_OPTIONS": f"--max-old-space-size={heap}",
+            "nodered_id": inst.spec.name,
+            "api_ws_url": api_url,
+        }
         if token:
-            env["jwt"] = token
-        args = [
-            node,
-            str(red),
-            "--settings",
-            str(settings),
-            "--userDir",
-            str(userdir),
-            "--port",
-            str(inst.port),
-        ]
-        with log_file.open("ab") as out:
-            out.write(f"[iapflow] {_now()} starting Node-RED on port {inst.port}\n".encode())
-            out.flush()
-            inst.proc = await asyncio.to_thread(
-                subprocess.Popen,
-                args,
-                cwd=inst.folder,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+            child_env["jwt"] = token
+        red_path = sandbox.inside_install(red, self.install_dir) if inside else str(red)
+        node_args = [red_path, "--settings", "", "--userDir", userdir_inside]
+        jail: sandbox.Command | None = None
+        if inside:
+            assert self.bwrap is not None and listener is not None
+            node_args[2] = sandbox.INSIDE_SETTINGS
+            child_env.update({k: env[k] for k in ("LANG", "TZ") if k in env})
+            child_env.update(HOME=sandbox.INSIDE_HOME, PATH="/usr/bin")
+            layout = sandbox.Layout(inst.folder / "home", inst.folder / "run")
+            await self._open_bridge_for(inst, uid)
+            jail = sandbox.command(
+                self.bwrap, node, self.install_dir, layout, text, child_env, node_args, uid
             )
+            env[INSTANCE_ENV] = str(inst.folder)
+            args = jail.args
+            pass_fds: tuple[int, ...] = (listener.fileno(), *jail.fds)
+        else:
+            node_args[2] = str(settings)
+            node_args += ["--port", str(inst.port)]
+            env.update(child_env)
+            env[INSTANCE_ENV] = str(inst.folder)
+            args, pass_fds = [node, *node_args], ()
+        how = "without a sandbox"
+        if inside:
+            how = f"in a sandbox as uid {uid}" if uid is not None else "in a sandbox"
+        with log_file.open("ab") as out:
+            out.write(f"[iapflow] {_now()} starting Node-RED on port {inst.port} {how}\n".encode())
+            out.flush()
+
+            def spawn() -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
+                    args,
+                    cwd=inst.folder,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    pass_fds=pass_fds,
+                )
+
+            try:
+                inst.proc = await asyncio.to_thread(spawn)
+            finally:
+                if jail is not None:
+                    jail.close()
         inst.pid, inst.started, inst.ready, inst.crashed = inst.proc.pid, _now(), False, False
+        inst.sandboxed, inst.uid = inside, uid
         inst.reason = ""
         inst.save()
         log.info(
-            "started Node-RED instance %s (pid %d, port %d)", inst.spec.name, inst.pid, inst.port
-        )
-        self._watch(inst)
+            "started Node-RED instance %s (pid %d, port %d, %s)",
+            inst.spec.name, inst.pid, inst.port, how,
+        )  # fmt: skip
+
+    async def _open_bridge_for(self, inst: _Instance, uid: int | None) -> None:
+        inst.uid = uid
+        await self._open_bridge(inst)
 
     def _credential_secret(self, inst: _Instance) -> str:
         """The key Node-RED encrypts the instance's credentials with: the server's key for this
@@ -374,7 +592,7 @@ class ProcessRuntime:
             return self.context.instance_secret(inst.spec.name)
         secret_file = inst.folder / "credential-secret"
         if not secret_file.exists():
-            secret_file.write_text(secrets.token_hex(24), encoding="utf-8")
+            write_secret(secret_file, secrets.token_hex(24))
         return secret_file.read_text(encoding="utf-8").strip()
 
     def _package_dir(self) -> Path:
@@ -403,6 +621,8 @@ class ProcessRuntime:
                 inst.ready = await self._answers(inst)
             await asyncio.sleep(0.2 if not inst.ready else 0.5)
         code = inst.proc.returncode if inst.proc is not None else None
+        if inst.pid is not None:
+            await _end_group(inst.pid)  # what the leader left behind must not hold the port
         inst.proc, inst.pid, inst.ready = None, None, False
         if inst.wanted != "running":
             inst.save()
@@ -462,6 +682,7 @@ class ProcessRuntime:
                 await asyncio.sleep(0.05)
         if inst.proc is not None:
             inst.proc.poll()
+        await _end_group(pid)
         inst.pid, inst.proc, inst.ready = None, None, False
 
     async def _halt(self, inst: _Instance) -> None:
@@ -472,6 +693,7 @@ class ProcessRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await inst.watcher
             inst.watcher = None
+        await self._close_bridge(inst)
         inst.crash_times.clear()
         inst.save()
 
@@ -598,6 +820,29 @@ class ProcessRuntime:
         return None
 
 
+def group_members(group: int) -> list[int]:
+    """The live processes of process group ``group`` (from /proc)."""
+    members = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and fields[0] not in ("Z", "X") and fields[2] == str(group):
+            members.append(int(entry.name))
+    return members
+
+
+async def _end_group(group: int, within: float = 5.0) -> None:
+    """SIGKILL what is left of an instance's process group (its leader, bubblewrap, may be
+    gone while Node-RED still runs inside) and wait until it is gone."""
+    deadline = time.monotonic() + within
+    while group_members(group) and time.monotonic() < deadline:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+        await asyncio.sleep(0.05)
+
+
 def reap(data_dir: Path) -> list[int]:
     """Kill every Node-RED process that a process runtime on ``data_dir`` recorded, without a
     runtime: instances outlive their server on purpose (the next one adopts them), so a test
@@ -616,7 +861,7 @@ def reap(data_dir: Path) -> list[int]:
 
 
 def build_process(options: dict[str, Any], context: RuntimeContext) -> ProcessRuntime:
-    """The ``process`` runtime's factory; checks option names and types."""
+    """The ``process`` runtime's factory; checks option names, types and choices."""
     for key, value in options.items():
         if key not in OPTIONS:
             known = ", ".join(sorted(OPTIONS))
@@ -626,4 +871,7 @@ def build_process(options: dict[str, Any], context: RuntimeContext) -> ProcessRu
             continue
         if type(value) is not type(default):
             raise ConfigError(f"agents.{key}", f"must be {type(default).__name__}")
+    for key, choices in (("sandbox", SANDBOX_MODES), ("host_nodes", HOST_NODES)):
+        if key in options and options[key] not in choices:
+            raise ConfigError(f"agents.{key}", f"must be one of {', '.join(choices)}")
     return ProcessRuntime(options, context)
