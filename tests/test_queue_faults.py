@@ -161,7 +161,7 @@ async def test_queue_that_cannot_be_restored_after_a_rabbitmq_restart_is_reporte
             connection = await aio_pika.connect(AMQP_URL)
             raw.append(connection)
             channel = await connection.channel()
-            await channel.declare_queue(taken, exclusive=True)
+            await channel.declare_queue(broker.name(taken), exclusive=True)
 
         broker.before_restore = take_the_name
         try:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import aio_pika
 import pytest
 from attack import Client, Login, NewUser, operator_update, refused, uid
 
 from iapflow.ids import name_id
-from iapflow.testing import JsonClient
+from iapflow.testing import JsonClient, make_test_config, running_server
 
 BACKENDS = {
     "memory": {"backend": "memory"},
@@ -170,3 +172,66 @@ async def test_another_users_inbox_is_not_consumable(
     got = await asyncio.wait_for(inbox.get(), 10)
     assert got["data"]["to"] == "alice" and got["data"]["__user"]["_id"] == uid(admin)
     assert await received(bob, 0.3) == []
+
+
+async def test_routing_headers_cannot_copy_a_message_into_another_users_queue(
+    new_user: NewUser, connect: Callable[..., Awaitable[JsonClient]]
+) -> None:
+    # JSON only: the protobuf QueueMessage has no headers
+    clients = []
+    for name in (f"owner{uuid.uuid4().hex[:6]}", f"copier{uuid.uuid4().hex[:6]}"):
+        await new_user(name)
+        client = await connect()
+        await client.signin(name, "secret")
+        clients.append(client)
+    alice, bob = clients
+    private = queue()
+    inbox = await owner_consumes(alice, private)  # alice lets nobody send to it
+    mine = queue()
+    await bob.call("registerqueue", queuename=mine)
+    for header in ("CC", "BCC", "cc"):
+        says = await refused(
+            bob, "queuemessage", queuename=mine, data={"x": 1}, headers={header: [private]}
+        )
+        assert "not allowed" in says and header in says
+    await asyncio.sleep(0.3)
+    assert inbox.empty()
+
+
+async def test_another_connections_temporary_exchange_cannot_be_claimed(
+    people: dict[str, Any],
+) -> None:
+    alice, bob = people["alice"], people["bob"]
+    temporary = (await alice.call("registerexchange", exchangename="", algorithm="fanout"))[
+        "exchangename"
+    ]
+    says = await refused(bob, "registerexchange", exchangename=temporary, algorithm="fanout")
+    assert "in use by another connection" in says
+    # its owner still sends to it
+    await alice.call("queuemessage", exchangename=temporary, data={"still": "mine"})
+
+
+async def test_other_programs_on_a_shared_rabbitmq_stay_out_of_reach(
+    tmp_path: Path, mongo_storage: dict[str, Any]
+) -> None:
+    config = make_test_config(tmp_path, mongo_storage, messaging=dict(BACKENDS["rabbit"]))
+    name = queue()
+    other_program = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
+    try:
+        async with running_server(config) as base, JsonClient(base + "/ws") as bob:
+            await bob.signin("admin", "admin")
+            channel = await other_program.channel()
+            exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC)
+            payroll = await channel.declare_queue(f"{name}-payroll")
+            await payroll.bind(exchange, "#")
+            # an iapflow user (an admin, even) binds a queue to an exchange of that name with
+            # "#" and consumes a queue of that name: both are iapflow's own, not the program's
+            await bob.call("registerexchange", exchangename=name, algorithm="topic", routingkey="#")
+            await bob.call("registerqueue", queuename=f"{name}-payroll")
+            for i in range(3):
+                await exchange.publish(aio_pika.Message(b'{"salary": 1}'), routing_key=f"p.{i}")
+            assert await received(bob, 0.8) == []
+            again = await channel.declare_queue(f"{name}-payroll", passive=True)
+            assert again.declaration_result.message_count == 3
+    finally:
+        await other_program.close()

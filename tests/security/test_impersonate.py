@@ -11,13 +11,17 @@ sharing the store.
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from attack import Client, Login, NewUser, refused, uid
+from attack import Client, Login, NewUser, free_port, refused, uid
 
 from iapflow.testing import JsonClient, ReplyError, make_test_config, serving
 
@@ -185,3 +189,74 @@ async def test_a_password_reset_on_one_server_ends_connections_on_another(
             await probe.close()
         finally:
             await on_replica.close()
+
+
+async def test_tokens_never_reach_the_access_log(
+    tmp_path: Path, mongo_storage: dict[str, Any]
+) -> None:
+    port = free_port()
+    config = tmp_path / "iapflow.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\ndata_dir = "{tmp_path / "data"}"\n'
+        'log_level = "info"\n'
+        f'[storage]\nurl = "{mongo_storage["url"]}"\ndatabase = "{mongo_storage["database"]}"\n'
+        '[auth]\nadmin_username = "admin"\nadmin_password = "admin"\nbcrypt_rounds = 4\n'
+        "[grpc]\nport = 0\n"
+    )
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serve = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "iapflow.cli", "serve", "--config", str(config),
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        for _ in range(300):
+            try:
+                async with JsonClient(f"ws://127.0.0.1:{port}/ws") as admin:
+                    reply = await admin.signin("admin", "admin")
+                    break
+            except OSError:
+                await asyncio.sleep(0.1)
+        token = reply["jwt"]
+        async with JsonClient(f"ws://127.0.0.1:{port}/ws") as admin:
+            await admin.signin("admin", "admin")
+            saved = await admin.call("savefile", filename="a.txt", file="aGk=")
+            link = (await admin.call("getdownloadlink", id=saved["id"]))["url"]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as web:
+            for query in (f"jwt={token}", f"token={token}", "ticket=" + link.split("ticket=")[1]):
+                answer = await web.get(f"/download/{saved['id']}?{query}")
+                assert answer.status_code == 200 and answer.content == b"hi"
+            await web.post(f"/upload?filename=b.txt&jwt={token}", content=b"x")
+    finally:
+        serve.send_signal(signal.SIGINT)
+        await asyncio.wait_for(serve.wait(), 30)
+    text = log.read_text()
+    assert "/download/" in text and "jwt=***" in text and "ticket=***" in text, text[-2000:]
+    assert token not in text and token.split(".")[2] not in text
+    assert link.split("ticket=")[1] not in text
+
+
+async def test_a_download_link_is_for_one_file_one_user_and_a_few_minutes(
+    new_user: NewUser, connect: Connect, admin: JsonClient, server: str
+) -> None:
+    await new_user("fay")
+    fay = await connect()
+    await fay.signin("fay", "secret")
+    mine = await fay.call("savefile", filename="m.txt", file="bWluZQ==", metadata={"_acl": []})
+    other = await fay.call("savefile", filename="o.txt", file="b3RoZXI=")
+    link = await fay.call("getdownloadlink", id=mine["id"])
+    assert 290 <= link["expires"] - time.time() <= 300
+    ticket = link["url"].split("ticket=")[1]
+    http = server.replace("ws://", "http://").rsplit("/", 1)[0]
+    async with httpx.AsyncClient(base_url=http) as web:
+        assert (await web.get(link["url"])).content == b"mine"
+        wrong = await web.get(f"/download/{other['id']}?ticket={ticket}")
+        assert wrong.status_code == 401 and "another file" in wrong.text
+        # a ticket is no session token: it signs nothing in
+        with pytest.raises(ReplyError, match="invalid token"):
+            await (await connect()).signin(jwt=ticket)
+        # nor does a file the user may not read get one
+        assert "not found" in await refused(admin, "getdownloadlink", id="nosuchfile")
+        await reset_password(admin, fay.user["_id"], "changed")
+        revoked = await web.get(link["url"])
+        assert revoked.status_code == 401 and "token revoked" in revoked.text

@@ -18,7 +18,9 @@ async def test_assets_are_served_under_ui_with_security_headers(base_url: str) -
         index = await http.get("/ui/")
         assert index.status_code == 200
         assert '<script type="module" src="app.js">' in index.text
-        assert "script-src 'self'" in index.headers["content-security-policy"]
+        host = base_url.split("://", 1)[1].rstrip("/")
+        csp = index.headers["content-security-policy"]
+        assert f"script-src {host}/ui/;" in csp and f"style-src {host}/ui/;" in csp
         assert (await http.get("/ui/api.js")).headers["content-type"].startswith("text/javascript")
         # the folder is also a Python package: its Python files are not served
         assert (await http.get("/ui/__init__.py")).status_code == 404

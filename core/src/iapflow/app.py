@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -68,7 +70,7 @@ def uvicorn_config(app: Starlette, config: Config, log_level: str | None = None)
     import uvicorn
 
     ws = config.websocket
-    return uvicorn.Config(
+    settings = uvicorn.Config(
         app,
         host=config.server.host,
         port=config.server.port,
@@ -78,6 +80,33 @@ def uvicorn_config(app: Starlette, config: Config, log_level: str | None = None)
         ws_ping_timeout=ws.ping_timeout_seconds,
         lifespan="on",
     )
+    # uvicorn's Config set up its loggers just now: add the filter after that.
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactSecrets) for f in access.filters):
+        access.addFilter(RedactSecrets())
+    return settings
+
+
+_SECRET_PARAMETER = re.compile(r"(?i)([?&](?:jwt|token|ticket|password)=)[^&#\s]*")
+
+
+def redact(text: str) -> str:
+    """``text`` (a path with its query) with the values of token and password parameters
+    replaced by ``***``."""
+    return _SECRET_PARAMETER.sub(r"\1***", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Keeps tokens out of the access log: ``/download/<id>?jwt=...`` (the documented way
+    to link a file in a browser) would otherwise write the whole token to it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the request path of an access log record."""
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
 
 
 def _protocols(platform: Platform) -> dict[str, Any]:

@@ -270,7 +270,7 @@ async def test_an_agent_cannot_take_over_another_users_instance(stub_server: Con
             "deleteagentpod",
             "deleteagent",
         ):
-            with pytest.raises(ReplyError, match="belongs to another"):
+            with pytest.raises(ReplyError, match=r"belongs to another|own Node-RED"):
                 await bob.call(command, agentid=agent["_id"])
     mine = (await alice.call("getnoderedinstance"))["result"]
     assert mine["state"] == "running" and mine["owner"] == alice.user["_id"]
@@ -295,20 +295,25 @@ async def test_runas_set_on_a_document_needs_invoke_right_on_that_user(
     await admin.call("deleteagent", agentid=mine["_id"])
 
 
-async def test_a_user_cannot_take_over_an_instance_of_the_same_name(stub_server: Connect) -> None:
-    # "carol" and bob's agent with slug "Carol" reduce to one instance name: whoever has it
-    # keeps it, the other gets a clear refusal.
+async def test_an_agent_cannot_squat_a_users_instance_name(stub_server: Connect) -> None:
+    # "carol" and bob's agent with slug "Carol" reduce to one instance name: it is carol's own
+    # Node-RED's, even before she has one, so bob's agent may not take it.
     admin = await _admin(stub_server)
     bob = await _user(stub_server, admin, nodered=False)
     carol = await _user(stub_server, admin)
     name = carol.user["username"]
-    agent = await _agent(bob, name.upper(), image="openiap/nodered")
-    assert (await bob.call("startagent", agentid=agent["_id"]))["result"]["name"] == name
-    for command in ("ensurenoderedinstance", "getnoderedinstance", "stopnoderedinstance"):
-        with pytest.raises(ReplyError, match="belongs to another"):
-            await carol.call(command)
-    pods = (await bob.call("getagentpods", agentid=agent["_id"]))["results"]
-    assert pods[0]["state"] == "running" and pods[0]["owner"] == bob.user["_id"]
+    for slug in (name.upper(), f"-{name}-"):
+        agent = await _agent(bob, slug, image="openiap/nodered")
+        with pytest.raises(ReplyError, match=f"user {name}'s own Node-RED"):
+            await bob.call("startagent", agentid=agent["_id"])
+    with pytest.raises(ReplyError, match=f"user {name}'s own Node-RED"):
+        await bob.call(
+            "customcommand", command="registeragent",
+            data={"hostname": "h", "username": "u", "slug": name.title()},
+        )  # fmt: skip
+    assert (await carol.call("ensurenoderedinstance"))["result"]["name"] == name
+    mine = (await carol.call("getnoderedinstance"))["result"]
+    assert mine["owner"] == carol.user["_id"]
 
 
 async def test_an_agent_whose_slug_names_no_instance_gets_a_clear_error(

@@ -89,6 +89,19 @@ class AuthService:
             await self._token_user(claims.impostor, claims.impostor_epoch)
         return await self.principal_for_user(user, claims.impostor), claims
 
+    async def principal_from_ticket(self, ticket: Any, file_id: str) -> Principal:
+        """The user a download ticket for ``file_id`` was issued to, if it is still valid."""
+        claims = self.tokens.verify_ticket(ticket, file_id)
+        return await self.principal_for_user(await self._token_user(claims.user_id, claims.epoch))
+
+    async def ticket(self, principal: Principal, file_id: str) -> tuple[str, int]:
+        """A download ticket for ``file_id`` and its expiry (Unix seconds)."""
+        user = await self.storage.find_one("users", {"_id": principal.id, "_type": "user"})
+        if user is None:
+            raise NotSignedIn("user is missing")
+        ticket = self.tokens.issue_ticket(principal.id, file_id, str(user.get(TOKEN_EPOCH) or ""))
+        return ticket, self.tokens.verify_ticket(ticket, file_id).expires
+
     async def _token_user(self, user_id: str, epoch: str) -> Document:
         user = await self.storage.find_one("users", {"_id": user_id, "_type": "user"})
         if user is None:

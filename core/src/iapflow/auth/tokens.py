@@ -23,6 +23,7 @@ from iapflow.errors import ConfigError, NotSignedIn
 from iapflow.private import check_private, private_dir, write_secret
 
 ISSUER = "iapflow"
+TICKET_SCOPE = "download"
 _SECRET_FILE = "jwt_secret"
 _MIN_SECRET = 32
 
@@ -90,6 +91,38 @@ class TokenService:
         if long:
             claims["long"] = True
         return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self._key, algorithms=["HS256"])
+
+    def issue_ticket(self, user_id: str, file_id: str, epoch: str, seconds: int = 300) -> str:
+        """A download ticket: for one file, one user, ``seconds`` long. It has no ``data``, so
+        :meth:`verify` never takes it for a session token."""
+        now = int(time.time())
+        claims = {
+            "scope": TICKET_SCOPE,
+            "fid": file_id,
+            "sub": user_id,
+            "epoch": epoch,
+            "iss": ISSUER,
+            "iat": now,
+            "exp": now + seconds,
+        }
+        return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self._key, algorithms=["HS256"])
+
+    def verify_ticket(self, ticket: Any, file_id: str) -> TokenClaims:
+        """The claims of a valid download ticket for ``file_id``; NotSignedIn otherwise."""
+        if not isinstance(ticket, str) or not ticket or len(ticket) > 2048:
+            raise NotSignedIn("invalid download ticket")
+        try:
+            claims = jwt.decode(ticket, self._key, algorithms=["HS256"]).claims
+        except (JoseError, ValueError, TypeError) as exc:
+            raise NotSignedIn(f"invalid download ticket: {exc.__class__.__name__}") from None
+        exp = claims.get("exp")
+        if not isinstance(exp, int) or exp <= time.time():
+            raise NotSignedIn("download ticket expired: ask for a new link")
+        if claims.get("iss") != ISSUER or claims.get("scope") != TICKET_SCOPE:
+            raise NotSignedIn("invalid download ticket")
+        if claims.get("fid") != file_id or not isinstance(claims.get("sub"), str):
+            raise NotSignedIn("this download ticket is for another file")
+        return TokenClaims(claims["sub"], "", exp, False, str(claims.get("epoch") or ""))
 
     def verify(self, token: Any) -> TokenClaims:
         """The claims of a valid token; :class:`NotSignedIn` for anything else."""

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from iapflow import hookimpl, jsonutil
 from iapflow.data.files import (
+    CONTENT_TYPE,
     FileNotFound,
     FileTooLarge,
     base64_content,
@@ -83,6 +84,18 @@ async def getfile(request: Request) -> dict[str, Any]:
     }
 
 
+async def getdownloadlink(request: Request) -> dict[str, Any]:
+    """``getdownloadlink``: a link to ``GET /download/<id>`` that works for five minutes, for
+    this file and the caller only: what to put in a browser's address instead of a token."""
+    data = request.data
+    document = await secure_files(request.platform).find(
+        request.user, file_id=data.get("id") or data.get("_id")
+    )
+    ticket, expires = await request.platform.auth.ticket(request.user, document["_id"])
+    url = f"/download/{quote(str(document['_id']), safe='')}?ticket={ticket}"
+    return {"url": url, "expires": expires}
+
+
 async def updatefile(request: Request) -> dict[str, Any]:
     """``updatefile``: replace the ``metadata`` of file ``id`` (its ACL included)."""
     data = request.data
@@ -98,6 +111,7 @@ def register_commands(register: Callable[..., None]) -> None:
     register("savefile", savefile)
     register("getfile", getfile)
     register("updatefile", updatefile)
+    register("getdownloadlink", getdownloadlink)
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
@@ -122,15 +136,18 @@ def _error(exc: Exception) -> Response:
     return JSONResponse({"error": str(exc), "message": str(exc)}, status, headers=headers)
 
 
-async def _principal(request: HttpRequest) -> Principal:
+async def _principal(request: HttpRequest, file_id: str = "") -> Principal:
+    platform: Platform = request.app.state.platform
+    ticket = request.query_params.get("ticket")
+    if ticket and file_id:
+        return await platform.auth.principal_from_ticket(ticket, file_id)
     token = request.headers.get("authorization") or (
         request.query_params.get("jwt") or request.query_params.get("token")
     )
     if not token:
         raise NotSignedIn(
-            "no token: send Authorization: Bearer <jwt>, or ?jwt=<jwt> in the address"
+            "no token: send Authorization: Bearer <jwt>, or a ?ticket= from getdownloadlink"
         )
-    platform: Platform = request.app.state.platform
     principal, _claims = await platform.auth.principal_from_token(token)
     return principal
 
@@ -148,22 +165,44 @@ async def _stream(download: FileDownload) -> AsyncIterator[bytes]:
             yield chunk
 
 
+# Types a browser only displays or hands to a viewer: served as stored. Everything else (HTML,
+# SVG, XML, scripts, style sheets, unknown types) is served as application/octet-stream, so an
+# upload can never be taken for a page, a script or a style sheet of this origin.
+_PASSIVE_TYPES = re.compile(
+    r"^(image/(png|jpeg|gif|webp|bmp|avif|x-icon|vnd\.microsoft\.icon)|audio/[\w.+-]+|"
+    r"video/[\w.+-]+|text/plain|text/csv|application/(pdf|json|zip|gzip|x-tar|x-7z-compressed|"
+    r"octet-stream|msword|vnd\.[\w.+-]+))(\s*;.*)?$",
+    re.IGNORECASE,
+)
+
+
+def served_type(document: dict[str, Any]) -> str:
+    """The Content-Type ``/download`` sends for a stored file (see :data:`_PASSIVE_TYPES`)."""
+    stored = str(document.get("contentType") or "")
+    if CONTENT_TYPE.match(stored) and _PASSIVE_TYPES.match(stored):
+        return stored
+    return "application/octet-stream"
+
+
 async def download(request: HttpRequest) -> Response:
     """``GET /download/{id}``: the file's bytes, streamed, if the token's user may read it."""
     platform: Platform = request.app.state.platform
+    file_id = request.path_params["id"]
     try:
-        principal = await _principal(request)
-        opened = await secure_files(platform).open(principal, file_id=request.path_params["id"])
+        principal = await _principal(request, file_id)
+        opened = await secure_files(platform).open(principal, file_id=file_id)
     except (ApiError, StorageError) as exc:
         return _error(exc)
     document = opened.document
     headers = {
-        "Content-Type": str(document.get("contentType") or "application/octet-stream"),
+        "Content-Type": served_type(document),
         "Content-Length": str(int(document.get("length") or 0)),
         "Content-Disposition": content_disposition(str(document.get("filename") or "file")),
-        # Uploaded content is not trusted: never sniffed, never run as a page of this site.
+        # Uploaded content is not trusted: never sniffed, never run as a page, script or style
+        # sheet of this site, not even when another page of it asks for it.
         "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": "sandbox",
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+        "Cross-Origin-Resource-Policy": "same-origin",
         "Cache-Control": "private, no-store",
     }
     return StreamingResponse(_stream(opened), headers=headers)

@@ -19,7 +19,9 @@ from iapflow.messaging.service import (
     ClientQueues,
     QueueService,
     broker_errors,
+    message_headers,
     queue_name,
+    short_text,
     temporary_name,
 )
 
@@ -64,22 +66,8 @@ def _expiration(value: Any, default: int) -> int:
     return int(value)
 
 
-def _text(data: dict[str, Any], key: str) -> str:
-    value = data.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ApiError(f"{key} must be a string")
-    return value
-
-
 def _headers(data: dict[str, Any]) -> dict[str, Any]:
-    value = data.get("headers")
-    if value in (None, ""):
-        return {}
-    if not isinstance(value, dict):
-        raise ApiError("headers must be an object")
-    return value
+    return message_headers(data.get("headers"))
 
 
 async def registerqueue(request: Request) -> dict[str, Any]:
@@ -105,7 +93,7 @@ async def registerexchange(request: Request) -> dict[str, Any]:
         )
     kind = _ALGORITHMS[algorithm.lower()]
     name = queue_name(data.get("exchangename"), "exchangename")
-    routing_key = _text(data, "routingkey")
+    routing_key = short_text(data.get("routingkey"), "routingkey")
     addqueue = data.get("addqueue", True)
     if not isinstance(addqueue, bool):
         raise ApiError("addqueue must be true or false")
@@ -133,9 +121,9 @@ async def queuemessage(request: Request) -> dict[str, Any]:
     exchange = queue_name(data.get("exchangename"), "exchangename")
     if not queue and not exchange:
         raise ApiError("queuemessage needs a queuename or an exchangename")
-    routing_key = _text(data, "routingkey")
+    routing_key = short_text(data.get("routingkey"), "routingkey")
     reply_to = queue_name(data.get("replyto"), "replyto")
-    correlation_id = _text(data, "correlationId") or new_id()
+    correlation_id = short_text(data.get("correlationId"), "correlationId") or new_id()
     expiration = _expiration(
         data.get("expiration"), request.platform.config.queues.default_expiration_ms
     )

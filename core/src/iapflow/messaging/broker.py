@@ -170,6 +170,10 @@ class Broker(ABC):
         """True when queue ``name`` exists."""
 
     @abstractmethod
+    async def exchange_exists(self, name: str) -> bool:
+        """True when exchange ``name`` exists (declared by any connection)."""
+
+    @abstractmethod
     async def delete_queue(self, name: str) -> None:
         """Delete a queue and its messages (no error when it does not exist)."""
 

@@ -424,6 +424,9 @@ class MemoryBroker(Broker):
     async def queue_exists(self, name: str) -> bool:
         return name in self._queues
 
+    async def exchange_exists(self, name: str) -> bool:
+        return name in self._exchanges
+
     async def delete_queue(self, name: str) -> None:
         self._delete_queue(name)
 

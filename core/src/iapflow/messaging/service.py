@@ -43,12 +43,22 @@ log = logging.getLogger("iapflow.queues")
 MQ = "mq"
 RESERVED = frozenset({"openflow", "openflow-dlx", "iapflow-dlx", "openflow_logs"})
 MAX_NAME = 200
-_NAME_OK = re.compile(r"^[^\x00-\x1f\x7f]+$")
+# What every broker takes in a name (AMQP clients refuse other characters), lower-cased.
+_NAME_OK = re.compile(r"^[a-z0-9\-_.:@#,/+ ]+$")
+NAME_CHARACTERS = "letters, digits, spaces and - _ . : @ # , / +"
+MAX_SHORT_TEXT = 255
+"""Bytes of a correlation id or routing key (an AMQP short string)."""
+MAX_HEADERS_BYTES = 16 * 1024
+MAX_HEADERS = 64
+# Headers a broker reads as routing (RabbitMQ's sender-selected distribution): a client's would
+# deliver a copy past the send check, so they are refused.
+ROUTING_HEADERS = frozenset({"cc", "bcc"})
 _ROOT = Principal(id=wellknown.ROOT, name="root", username="root")
 
 
 def queue_name(value: Any, what: str = "queuename") -> str:
-    """A queue or exchange name from a request: a string, lower-cased, not reserved."""
+    """A queue or exchange name from a request: a string, lower-cased, not reserved, of at
+    most :data:`MAX_NAME` of the characters every broker takes."""
     if value is None:
         return ""
     if not isinstance(value, str):
@@ -57,10 +67,50 @@ def queue_name(value: Any, what: str = "queuename") -> str:
     if not name:
         return ""
     if len(name) > MAX_NAME or not _NAME_OK.match(name):
-        raise ApiError(f"{what} must be at most {MAX_NAME} printable characters")
+        raise ApiError(
+            f"{what} must be at most {MAX_NAME} characters: {NAME_CHARACTERS} (got {value[:60]!r})"
+        )
     if name in RESERVED or name.startswith("amq."):
         raise AccessDenied(f"{what} {name!r} is reserved for the server")
     return name
+
+
+def short_text(value: Any, what: str) -> str:
+    """A correlation id or routing key: a string of at most 255 bytes, without control
+    characters."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ApiError(f"{what} must be a string")
+    if len(value.encode("utf-8")) > MAX_SHORT_TEXT or any(ord(c) < 32 for c in value):
+        raise ApiError(f"{what} must be at most {MAX_SHORT_TEXT} bytes, without control characters")
+    return value
+
+
+def message_headers(value: Any) -> dict[str, Any]:
+    """A message's ``headers``: an object of at most :data:`MAX_HEADERS` entries and
+    :data:`MAX_HEADERS_BYTES` as JSON, without routing headers (``CC``, ``BCC``)."""
+    if value in (None, ""):
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError("headers must be an object")
+    routing = sorted(k for k in value if isinstance(k, str) and k.lower() in ROUTING_HEADERS)
+    if routing:
+        raise AccessDenied(
+            f"headers {', '.join(routing)} are not allowed: they would route a copy of the "
+            "message around the send check; send to each queue instead"
+        )
+    if len(value) > MAX_HEADERS:
+        raise ApiError(f"headers may have at most {MAX_HEADERS} entries")
+    for key in value:
+        short_text(key, "a header name")
+    try:
+        size = len(jsonutil.dumps(value).encode("utf-8"))
+    except (TypeError, ValueError):
+        raise ApiError("headers must hold JSON values") from None
+    if size > MAX_HEADERS_BYTES:
+        raise ApiError(f"headers are {size} bytes as JSON; at most {MAX_HEADERS_BYTES} are allowed")
+    return value
 
 
 def temporary_name(clientagent: str) -> str:
@@ -299,14 +349,16 @@ class QueueService:
             if target.kind != "none":
                 self._check(principal, target, name, consume=True)
                 return
-            if kind == "queue":
-                with broker_errors():
+            with broker_errors():
+                if kind == "queue":
                     exists = await self.broker.queue_exists(name)
-                if exists:
-                    raise AccessDenied(
-                        f"access denied: queue {name!r} is in use by another connection "
-                        "(a temporary queue) and cannot be claimed"
-                    )
+                else:
+                    exists = await self.broker.exchange_exists(name)
+            if exists:
+                raise AccessDenied(
+                    f"access denied: {kind} {name!r} is in use by another connection "
+                    f"(a temporary {kind}) and cannot be claimed"
+                )
             # The _id is the claim: when another server claims the same name between our
             # lookup and this insert, the store refuses the second insert (duplicate key) and
             # the name is checked against the winner's document like any claimed name.

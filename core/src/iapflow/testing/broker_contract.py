@@ -116,6 +116,14 @@ class BrokerContract:
         assert got.headers.get("h") == "v"
         await session.close()
 
+    async def test_exchange_exists_once_declared(self, broker: Broker) -> None:
+        name = _name("exists")
+        assert not await broker.exchange_exists(name)
+        session = await self._session(broker)
+        await session.declare_exchange(name, "fanout")
+        assert await broker.exchange_exists(name)
+        await session.close()
+
     async def test_temporary_queue_goes_with_its_session(self, broker: Broker) -> None:
         name = _name("temp")
         session = await self._session(broker)

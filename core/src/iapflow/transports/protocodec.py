@@ -206,6 +206,7 @@ COMMANDS: dict[str, ProtoCommand] = {
 # Dispatcher commands the public schema has no message for: JSON protocol only.
 JSON_ONLY = frozenset(
     {"getworkitemqueue", "housekeeping", "getdeleteddocuments", "restoredocument", "updatefile",
+     "getdownloadlink",
      "savefile", "getfile", "ensurenoderedinstance", "startnoderedinstance",
      "restartnoderedinstance", "stopnoderedinstance", "deletenoderedinstance", "deletenoderedpod",
      "getnoderedinstance", "getnoderedinstancelog", "getkubenodelabels"}

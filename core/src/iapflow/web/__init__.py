@@ -8,6 +8,7 @@ docs/web-ui.md describes the pages and how to add one.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -20,17 +21,32 @@ from starlette.types import Message, Receive, Scope, Send
 
 ASSETS = Path(__file__).parent
 
-# Only the UI's own files may run; the websocket and file routes are on the same origin.
+# Only the UI's own files may run or style it: scripts and styles come from /ui/ only, not
+# from anywhere else on the origin (/download serves users' uploads there).
+CSP = (
+    "default-src 'self'; script-src {ui}; style-src {ui}; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 HEADERS = {
-    "content-security-policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-        "frame-ancestors 'none'"
-    ),
+    "content-security-policy": CSP.format(ui="'none'"),
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
     "cache-control": "no-cache",
 }
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+
+
+def headers_for(scope: Scope) -> dict[str, str]:
+    """The security headers of one answer: the CSP names this host's ``/ui/`` (a host-source
+    with a path, which CSP matches by path; ``'self'`` would allow the whole origin)."""
+    host = ""
+    for key, value in scope.get("headers", []):
+        if key == b"host":
+            host = value.decode("latin-1")
+            break
+    ui = f"{host}/ui/" if _HOST.match(host) else "'none'"
+    return {**HEADERS, "content-security-policy": CSP.format(ui=ui)}
 
 
 # This folder is also a Python package: serve the assets only, never the Python files.
@@ -41,22 +57,23 @@ class UiFiles(StaticFiles):
     """``StaticFiles`` for the UI assets, with the security headers on every answer."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        security = headers_for(scope)
         if scope["type"] == "http" and not scope["path"].endswith(SERVED_SUFFIXES):
-            response = Response("Not Found", status_code=404, headers=HEADERS)
+            response = Response("Not Found", status_code=404, headers=security)
             await response(scope, receive, send)
             return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers.extend((k.encode(), v.encode()) for k, v in HEADERS.items())
+                headers.extend((k.encode(), v.encode()) for k, v in security.items())
                 message = {**message, "headers": headers}
             await send(message)
 
         try:
             await super().__call__(scope, receive, send_with_headers)
         except HTTPException as exc:  # 404, 405: answered here, so with the headers too
-            headers = {**HEADERS, **(exc.headers or {})}
+            headers = {**security, **(exc.headers or {})}
             await Response(exc.detail, status_code=exc.status_code, headers=headers)(
                 scope, receive, send
             )

@@ -169,3 +169,28 @@ export async function followLive(ctx, live, collection, reload, options) {
     live.className = "muted";
   }
 }
+
+/** A file name to save as: the last part of `name`, without characters a file system or the
+ * browser reads specially; "download" when nothing is left. */
+export function saveName(name) {
+  const last = String(name ?? "").split(/[\\/]/).pop() || "";
+  const clean = last.replace(/[\u0000-\u001f\u007f"*:<>?|]/g, "_").replace(/^\.+/, "").trim();
+  return clean || "download";
+}
+
+/**
+ * Download file `id` with the signed-in token (GET /download/<id>) and save it: the one way the
+ * UI hands a user's upload to the browser. The bytes become an application/octet-stream blob
+ * and the link always carries `download`, so an uploaded page or script is saved, never opened
+ * on this origin (where it would run with the UI's rights).
+ */
+export async function saveDownload(api, id, filename) {
+  const response = await api.http(`/download/${encodeURIComponent(id)}`);
+  const blob = new Blob([await response.arrayBuffer()], { type: "application/octet-stream" });
+  const url = URL.createObjectURL(blob);
+  const a = h("a", { href: url, download: saveName(filename) });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}

@@ -25,7 +25,12 @@ from iapflow.dispatch import Request
 from iapflow.errors import AccessDenied, ApiError
 from iapflow.jsonutil import utcnow
 from iapflow.security.acl import DELETE, INVOKE, UPDATE, has_right
-from iapflow_nodered.commands import node_selector, not_someone_elses, runtime_of
+from iapflow_nodered.commands import (
+    node_selector,
+    not_someone_elses,
+    runtime_of,
+    users_instance,
+)
 from iapflow_nodered.shaping import as_results, delete_pod, pods_of
 
 COLLECTION = "agents"
@@ -79,10 +84,21 @@ async def _instance(request: Request, agent: dict[str, Any]) -> tuple[str, str]:
     can name someone else's instance (a user's Node-RED, another agent): refused."""
     name = _name(agent)
     owner = await _owner(request, agent)
+    await not_yours_to_take(request, name, owner)
     await not_someone_elses(
         request, runtime_of(request), name, owner, "give this agent another slug"
     )
     return name, owner
+
+
+async def not_yours_to_take(request: Request, name: str, owner: str) -> None:
+    """An agent's slug may not give the instance name of another user's own Node-RED."""
+    username = await users_instance(request, name, owner)
+    if username is not None:
+        raise AccessDenied(
+            f"{request.command}: the slug gives instance name {name}, which is user "
+            f"{username}'s own Node-RED; give this agent another slug"
+        )
 
 
 def _spec(agent: dict[str, Any], owner: str) -> InstanceSpec:
@@ -293,6 +309,7 @@ async def registeragent(request: Request) -> dict[str, Any]:
     fields = {"runas": str(runas["_id"]), "runasname": str(runas.get("name") or "")}
     if existing is None:
         agent.setdefault("slug", "".join(secrets.choice(_SLUG_ALPHABET) for _ in range(26)))
+        await not_yours_to_take(request, instance_name(agent["slug"]), str(runas["_id"]))
         if not agent.get("name"):
             agent["name"] = f"{agent.get('hostname')} / {agent.get('username')}"
         saved = await data.insert_one(user, COLLECTION, {**agent, **fields})

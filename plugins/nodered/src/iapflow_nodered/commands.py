@@ -8,6 +8,7 @@ a user always has it on their own user document. Every action is audited (``_typ
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from iapflow import audit, wellknown
@@ -71,6 +72,24 @@ async def not_someone_elses(
     if status.state != "absent" and status.owner_id and status.owner_id != owner_id:
         message = f"{request.command}: instance {name} belongs to another user or agent"
         raise AccessDenied(f"{message}; {fix}" if fix else message)
+
+
+async def users_instance(request: Request, name: str, owner_id: str) -> str | None:
+    """The username whose own Node-RED instance is called ``name``, when that user is not
+    ``owner_id``: a user's instance name stays theirs, even before they have an instance."""
+    letters = [re.escape(c) for c in name]
+    gap = "[^a-z0-9]*"
+    pattern = f"^{gap}{gap.join(letters)}{gap}$"
+    found = await request.platform.data.service.find(
+        "users",
+        {"_type": "user", "username": {"$regex": pattern}},
+        projection={"_id": 1, "username": 1},
+        limit=5,
+    )
+    for user in found:
+        if str(user["_id"]) != owner_id and instance_name(str(user["username"])) == name:
+            return str(user["username"])
+    return None
 
 
 def _spec(request: Request, target: dict[str, Any]) -> InstanceSpec:

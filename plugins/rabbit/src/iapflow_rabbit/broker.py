@@ -13,14 +13,23 @@
 - When the connection drops (RabbitMQ restarts), the broker reconnects every
   ``reconnect_delay_seconds`` and re-declares each live session's queues, exchanges, bindings
   and consumers; what cannot be restored is reported through the session's ``lost`` callback.
+- Every queue and exchange iapflow declares, publishes to or binds is named ``prefix`` (default
+  ``iapflow.``) plus the name clients use, so that on a RabbitMQ shared with other programs
+  iapflow never touches (nor lets its clients consume from) what it did not create. Clients
+  never see the prefix.
+- A publish to an exchange is checked against the exchange's existence first (a refused publish
+  closes the channel every session publishes on, failing other users' sends in flight); one
+  message's size limits are checked by the queue service before it gets here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -57,6 +66,8 @@ from iapflow.messaging.broker import (
 log = logging.getLogger("iapflow.rabbit")
 
 T = TypeVar("T")
+_DECLARE_FIRST_CHANNEL = 60000
+_DECLARE_CHANNELS = 2000
 
 
 class RabbitOptions(BaseModel):
@@ -65,6 +76,7 @@ class RabbitOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     amqp_url: str = "amqp://guest:guest@localhost:5672/"
     dlx: str = "iapflow-dlx"
+    prefix: str = Field("iapflow.", max_length=50)
     reconnect_delay_seconds: float = Field(1.0, gt=0)
     heartbeat_seconds: int = Field(60, ge=0)
 
@@ -142,8 +154,10 @@ class RabbitDelivery(Delivery):
         self.body = message.body
         self.reply_to = properties.reply_to or ""
         self.correlation_id = properties.correlation_id or ""
+        self.exchange = session.broker.client_name(message.exchange or "")
         self.routing_key = message.routing_key or ""
-        self.exchange = message.exchange or ""
+        if not self.exchange:  # the default exchange routes by queue name
+            self.routing_key = session.broker.client_name(self.routing_key)
         self.consumer_tag = message.consumer_tag or ""
         self.headers = dict(properties.headers or {})
         self.redelivered = bool(message.redelivered)
@@ -225,7 +239,7 @@ class RabbitSession(BrokerSession):
         async def on_message(message: DeliveredMessage) -> None:
             await consumer(RabbitDelivery(self, name, message))
 
-        ok = await channel.basic_consume(name, on_message, no_ack=False)
+        ok = await channel.basic_consume(self.broker.name(name), on_message, no_ack=False)
         tag = ok.consumer_tag or ""
         self.consumers[name] = (consumer, tag)
         return tag
@@ -354,6 +368,24 @@ class RabbitBroker(Broker):
         self.before_restore: Callable[[], Awaitable[None]] | None = None
         """Test hook: awaited after a reconnect, before the sessions are re-registered (a test
         uses it to take a queue's name first, so that its restore fails deterministically)."""
+        self._known_exchanges: dict[str, float] = {}
+        """Exchange names seen to exist, and when (checked again after a few seconds)."""
+        self._missing_exchanges: dict[str, float] = {}
+        """Exchange names seen not to exist, and when (not asked again for a second)."""
+        self._declare_numbers = itertools.cycle(
+            range(_DECLARE_FIRST_CHANNEL, _DECLARE_FIRST_CHANNEL + _DECLARE_CHANNELS)
+        )
+
+    # -- names ----------------------------------------------------------------------------------
+
+    def name(self, client_name: str) -> str:
+        """The RabbitMQ name of a queue or exchange clients know as ``client_name`` (the
+        default exchange, ``""``, stays itself)."""
+        return f"{self.options.prefix}{client_name}" if client_name else ""
+
+    def client_name(self, rabbit_name: str) -> str:
+        """The name clients know for a RabbitMQ queue or exchange of iapflow's."""
+        return rabbit_name.removeprefix(self.options.prefix)
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -462,11 +494,26 @@ class RabbitBroker(Broker):
     async def _declaring(self, work: Callable[[AbstractChannel], Awaitable[T]]) -> T:
         async with self._declare_lock:
             if self._declare is None or self._declare.is_closed:
-                self._declare = await self.connection().channel(publisher_confirms=False)
+                self._declare = await self._fresh_channel()
             try:
                 return await work(self._declare)
             except _CLOSED as exc:
                 raise BrokerUnavailable(f"RabbitMQ connection lost: {exc!r}") from exc
+
+    async def _fresh_channel(self) -> AbstractChannel:
+        """A new channel for declarations. A refused declaration closes its channel, and aiormq
+        frees the number as soon as RabbitMQ's close arrives, before its close-ok is sent: a
+        channel opened at once could get the same number, which RabbitMQ answers by closing the
+        whole connection ("second 'channel.open' seen"). So each new declaration channel takes
+        the next number of a range of its own instead of the lowest free one."""
+        connection = self.connection()
+        for _ in range(_DECLARE_CHANNELS):
+            number = next(self._declare_numbers)
+            try:
+                return await connection.channel(channel_number=number, publisher_confirms=False)
+            except ValueError:
+                continue  # still in use
+        raise BrokerUnavailable("no free channel number for declarations")
 
     def _queue_arguments(self) -> dict[str, Any]:
         return {"x-dead-letter-exchange": self.options.dlx}
@@ -476,7 +523,7 @@ class RabbitBroker(Broker):
 
         async def work(channel: AbstractChannel) -> None:
             await channel.declare_queue(
-                name,
+                self.name(name),
                 durable=not temporary,
                 auto_delete=temporary,
                 arguments=self._queue_arguments(),
@@ -487,7 +534,7 @@ class RabbitBroker(Broker):
         except aiormq.exceptions.ChannelPreconditionFailed:
             # It exists with other arguments (declared by something else): use it as it is.
             async def passive(channel: AbstractChannel) -> None:
-                await channel.declare_queue(name, passive=True)
+                await channel.declare_queue(self.name(name), passive=True)
 
             try:
                 await self._declaring(passive)
@@ -505,8 +552,10 @@ class RabbitBroker(Broker):
 
         async def work(channel: AbstractChannel) -> None:
             await channel.declare_exchange(
-                name, aio_pika.ExchangeType(kind), durable=False, auto_delete=False
+                self.name(name), aio_pika.ExchangeType(kind), durable=False, auto_delete=False
             )
+            self._missing_exchanges.pop(name, None)
+            self._known_exchanges[name] = time.monotonic()
 
         try:
             await self._declaring(work)
@@ -519,9 +568,11 @@ class RabbitBroker(Broker):
         """Bind a queue to an exchange."""
 
         async def work(channel: AbstractChannel) -> None:
-            queue = await channel.get_queue(binding.queue, ensure=False)
+            queue = await channel.get_queue(self.name(binding.queue), ensure=False)
             await queue.bind(
-                binding.exchange, binding.routing_key, arguments=binding.arguments or None
+                self.name(binding.exchange),
+                binding.routing_key,
+                arguments=binding.arguments or None,
             )
 
         try:
@@ -533,7 +584,7 @@ class RabbitBroker(Broker):
 
     async def queue_exists(self, name: str) -> bool:
         async def work(channel: AbstractChannel) -> bool:
-            await channel.declare_queue(name, passive=True)
+            await channel.declare_queue(self.name(name), passive=True)
             return True
 
         try:
@@ -543,9 +594,30 @@ class RabbitBroker(Broker):
         except aiormq.exceptions.ChannelLockedResource:
             return True
 
+    async def exchange_exists(self, name: str) -> bool:
+        now = time.monotonic()
+        if now - self._missing_exchanges.get(name, -60.0) < 1.0:
+            return False
+
+        async def work(channel: AbstractChannel) -> bool:
+            await channel.declare_exchange(self.name(name), passive=True)
+            return True
+
+        try:
+            found = await self._declaring(work)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            self._known_exchanges.pop(name, None)
+            if len(self._missing_exchanges) > 10000:
+                self._missing_exchanges.clear()
+            self._missing_exchanges[name] = now
+            return False
+        self._missing_exchanges.pop(name, None)
+        self._known_exchanges[name] = now
+        return found
+
     async def delete_queue(self, name: str) -> None:
         async def work(channel: AbstractChannel) -> None:
-            await channel.queue_delete(name)
+            await channel.queue_delete(self.name(name))
 
         with contextlib.suppress(aiormq.exceptions.ChannelNotFoundEntity):
             await self._declaring(work)
@@ -569,6 +641,11 @@ class RabbitBroker(Broker):
         exchange: str = "",
         routing_key: str = "",
     ) -> bool:
+        # An exchange that does not exist would close the publishing channel that every session
+        # shares: check it first (remembered for a few seconds once seen).
+        stale = time.monotonic() - self._known_exchanges.get(exchange, -60.0) > 5.0
+        if exchange and stale and not await self.exchange_exists(exchange):
+            raise NotFound(f"exchange {exchange!r} does not exist")
         # aiormq directly (aio-pika's Message and Exchange cost a third of a publish), and
         # without waiting for the socket to drain: the publisher confirm is what is awaited.
         properties = aiormq.spec.Basic.Properties(
@@ -585,8 +662,8 @@ class RabbitBroker(Broker):
             channel = cast(aiormq.Channel, underlay)
             await channel.basic_publish(
                 message.body,
-                exchange=exchange,
-                routing_key=routing_key if exchange else (queue or routing_key),
+                exchange=self.name(exchange),
+                routing_key=routing_key if exchange else self.name(queue or routing_key),
                 properties=properties,
                 mandatory=True,
                 wait=False,
@@ -596,6 +673,7 @@ class RabbitBroker(Broker):
             await self._timeout(message.body, message.reply_to, message.correlation_id)
             return False
         except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            self._known_exchanges.pop(exchange, None)
             raise NotFound(f"exchange {exchange!r} does not exist") from exc
         except _CLOSED as exc:
             raise BrokerUnavailable(f"RabbitMQ connection lost: {exc!r}") from exc
@@ -612,7 +690,7 @@ class RabbitBroker(Broker):
         )
         try:
             channel = await self._publish_channel()
-            await channel.default_exchange.publish(reply, reply_to, mandatory=False)
+            await channel.default_exchange.publish(reply, self.name(reply_to), mandatory=False)
         except (aiormq.exceptions.AMQPError, *_CLOSED) as exc:
             log.info("timeout reply to %s not sent: %r", reply_to, exc)
 

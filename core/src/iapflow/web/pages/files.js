@@ -2,7 +2,21 @@
 // (GET /download/<id>), both with the signed-in user's token in the Authorization header.
 // The list follows changes live through a watch on fs.files.
 import { registerPage } from "../registry.js";
-import { escapeRegex, field, followLive, formatDate, h, link, pager, run, setContent, statusLine, table } from "../ui.js";
+import {
+  escapeRegex,
+  field,
+  followLive,
+  formatDate,
+  h,
+  link,
+  pager,
+  run,
+  saveDownload,
+  saveName,
+  setContent,
+  statusLine,
+  table,
+} from "../ui.js";
 
 const TOP = 25;
 
@@ -18,20 +32,10 @@ export function size(bytes) {
   return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
 }
 
-/** Download a file through the browser's save dialog; errors are the server's. */
-export async function download(api, file) {
-  const response = await api.http(`/download/${encodeURIComponent(file._id)}`);
-  const url = URL.createObjectURL(await response.blob());
-  const a = h("a", { href: url, download: file.filename || "download" });
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 60000);
-}
-
+/** A button that saves the file (errors are the server's). */
 export function downloadButton(api, file, status) {
-  const button = h("button", { type: "button", "aria-label": `Download ${file.filename}` }, "Download");
-  button.addEventListener("click", () => run(button, status, () => download(api, file)));
+  const button = h("button", { type: "button", "aria-label": `Download ${saveName(file.filename)}` }, "Download");
+  button.addEventListener("click", () => run(button, status, () => saveDownload(api, file._id, file.filename)));
   return button;
 }
 

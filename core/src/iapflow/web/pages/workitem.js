@@ -1,23 +1,14 @@
 // One work item: its state, error and files, the whole document as JSON, editing its payload,
 // resubmitting it (state new) and deleting it.
 import { registerPage } from "../registry.js";
-import { field, formatDate, h, link, parseJson, pretty, run, statusLine } from "../ui.js";
+import { field, formatDate, h, link, parseJson, pretty, run, saveDownload, saveName, statusLine } from "../ui.js";
 import { deleteItemButton, resubmitButton } from "./workitemqueue.js";
 
-/** Fetch an attached file with the token (GET /download/<id>) and save it. */
+/** A button that saves an attached file (see saveDownload). */
 function downloadButton(api, file, status) {
-  const button = h("button", { type: "button" }, `Download ${file.filename}`);
-  button.addEventListener("click", () =>
-    run(button, status, async () => {
-      const response = await api.http(`/download/${encodeURIComponent(file._id)}`);
-      const url = URL.createObjectURL(await response.blob());
-      const a = h("a", { href: url, download: file.filename });
-      document.body.append(a);
-      a.click();
-      a.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 10000);
-    }),
-  );
+  const name = saveName(file.filename || file.name);
+  const button = h("button", { type: "button" }, `Download ${name}`);
+  button.addEventListener("click", () => run(button, status, () => saveDownload(api, file._id, name)));
   return button;
 }
 
