@@ -34,8 +34,8 @@ from pymongo import AsyncMongoClient
 from iapflow import wellknown
 from iapflow.ids import new_id
 from iapflow.jsonutil import utcnow
-from iapflow.security.acl import FULL_CONTROL, READ, access_filter, fold
-from iapflow.security.principal import Principal
+from iapflow.secure.acl import FULL_CONTROL, READ, access_filter, fold
+from iapflow.secure.principal import Principal
 from iapflow.testing.client import JsonClient
 from iapflow_mongo.embedded import EmbeddedServer, free_port
 from iapflow_mongo.storage import _expand_id_lists

@@ -26,7 +26,7 @@ import websockets
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api import ADMIN_PASSWORD, ADMIN_USER, HOST, ServerProcess
 
-from iapflow.proto import openiap_pb2 as pb
+from iapflow.builtin.proto import openiap_pb2 as pb
 from iapflow.testing.client import JsonClient
 from iapflow_mongo.embedded import EmbeddedServer, free_port
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from iapflow.messaging.broker import BrokerContext, OutgoingMessage
-from iapflow.messaging.memory import MemoryBroker, build_memory_broker
+from iapflow.builtin.memory.broker import MemoryBroker, build_memory_broker
+from iapflow.contracts.broker import BrokerContext, OutgoingMessage
 from iapflow.testing.broker_contract import BrokerContract, Collector
 
 

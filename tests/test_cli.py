@@ -70,8 +70,13 @@ def test_version() -> None:
 def test_plugins_lists_builtins_and_mongo() -> None:
     result = run("plugins")
     assert result.returncode == 0
-    assert "iapflow.commands.documents" in result.stdout
-    assert re.search(r"^mongo\s+\S+\s+installed\s+register_storage", result.stdout, re.M)
+    assert re.search(r"^iapflow.builtin.documents\s+iapflow 0\.\S+\s+built-in", result.stdout, re.M)
+    assert re.search(
+        r"^mongo\s+iapflow-mongo \S+\s+installed\s+storage mongo\*$", result.stdout, re.M
+    )
+    assert re.search(r"^iapflow.builtin.memory .* messaging memory\*$", result.stdout, re.M)
+    assert re.search(r"^rabbit .* messaging rabbit$", result.stdout, re.M)
+    assert re.search(r"^\s+hooks: register_storage$", result.stdout, re.M)
 
 
 def test_bad_config_fails_with_key_and_reason(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,11 @@ import pluggy
 import pytest
 
 from iapflow import hookimpl, hookspecs
+from iapflow.builtin import BUILTINS
 from iapflow.config import load_config
 from iapflow.errors import ConfigError, PluginError, StartupError
 from iapflow.platform import Platform
-from iapflow.plugins import DEFAULT_PLUGINS, Plugins
+from iapflow.plugins import Plugins
 
 
 def test_defaults_without_a_file() -> None:
@@ -54,7 +56,13 @@ def test_toml_file_and_environment_overrides(tmp_path: Path) -> None:
             "websocket.package_size",
             "greater than or equal to 100",
         ),
-        ("[nosuch]\nx = 1\n", "nosuch", "unknown key"),
+        ("[server]\nprot = 1\n", "server.prot", "did you mean 'port'?"),
+        ("[nosuch]\nx = 1\n", "nosuch", "unknown section"),
+        ("[queus]\nprefetch = 1\n", "queus", "unknown section (did you mean 'queues'?)"),
+        ("[queues]\nprefetc = 1\n", "queues.prefetc", "unknown key (did you mean 'prefetch'?)"),
+        ("[queues]\nprefetch = 0\n", "queues.prefetch", "greater than or equal to 1"),
+        ("queues = 3\n", "queues", "must be a table"),
+        ("[grpc]\nport = -1\n", "grpc.port", "greater than or equal to 0"),
     ],
 )
 def test_bad_values_name_the_key_and_reason(
@@ -63,7 +71,8 @@ def test_bad_values_name_the_key_and_reason(
     file = tmp_path / "bad.toml"
     file.write_text(toml)
     with pytest.raises(ConfigError) as error:
-        load_config(file, environ={})
+        # the kernel's sections are checked on loading, the plugins' once plugins are known
+        Platform(load_config(file, environ={}), Plugins(load_entry_points=False))
     assert error.value.key == key
     assert reason in error.value.reason
 
@@ -100,11 +109,18 @@ def test_storage_options_are_validated_by_the_plugin(tmp_path: Path) -> None:
 
 
 def test_builtins_are_plugins_and_mongo_is_found_by_entry_point() -> None:
-    infos = {info.name: info for info in Plugins().info()}
-    assert set(DEFAULT_PLUGINS) <= set(infos)
-    assert all(infos[name].builtin for name in DEFAULT_PLUGINS)
-    assert infos["mongo"].hooks == ["register_storage"]
-    assert not infos["mongo"].builtin
+    infos = {info.name: info for info in Plugins().info({"storage": "mongo"})}
+    assert set(BUILTINS) <= set(infos)
+    assert all(infos[name].builtin for name in BUILTINS)
+    assert all(infos[name].dist == "iapflow" for name in BUILTINS)
+    mongo = infos["mongo"]
+    assert mongo.hooks == ["register_storage"]
+    assert not mongo.builtin
+    assert (mongo.dist, mongo.version) == ("iapflow-mongo", metadata.version("iapflow-mongo"))
+    assert mongo.provides == {"storage": ["mongo"]}
+    assert mongo.selected == {"storage": "mongo"}
+    assert infos["iapflow.builtin.memory"].provides == {"messaging": ["memory"]}
+    assert infos["iapflow.builtin.memory"].selected == {}
 
 
 def test_blocked_plugins_do_not_load() -> None:
@@ -153,6 +169,4 @@ def test_hook_names_follow_the_naming_rule() -> None:
     names = [n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "iapflow_spec")]
     assert names
     for name in names:
-        assert re.match(
-            r"^(register_\w+|startup|shutdown|on_\w+|\w+_from_\w+|asgi_wrapper)$", name
-        ), name
+        assert re.match(r"^(register_\w+|prepare|startup|shutdown|wrap_\w+|on_\w+)$", name), name

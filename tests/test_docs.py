@@ -17,17 +17,15 @@ from iapflow.plugins import Plugins
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
-SECTIONS: dict[str, type[BaseModel]] = {
-    "server": config.ServerConfig,
-    "auth": config.AuthConfig,
-    "websocket": config.WebsocketConfig,
-    "grpc": config.GrpcConfig,
-    "query": config.QueryConfig,
-    "files": config.FilesConfig,
-    "queues": config.QueuesConfig,
-    "history": config.HistoryConfig,
-    "plugins": config.PluginsConfig,
-}
+
+def _sections() -> dict[str, type[BaseModel]]:
+    """Every config section: the kernel's and the built-in plugins' (``register_config``)."""
+    kernel = {name: field.annotation for name, field in config.Config.model_fields.items()}
+    owned = dict(Plugins(load_entry_points=False).config_sections().items())
+    return {**kernel, **owned}  # type: ignore[dict-item]
+
+
+SECTIONS = _sections()
 
 
 def _doc(name: str) -> str:
@@ -70,8 +68,11 @@ def test_every_hookspec_documents_its_arguments_and_return(name: str) -> None:
 
 
 def _fields() -> list[tuple[str, str]]:
-    found = [(section, key) for section, model in SECTIONS.items() for key in model.model_fields]
-    return [*found, ("storage", "backend"), ("messaging", "backend"), ("agents", "runtime")]
+    return [(section, key) for section, model in SECTIONS.items() for key in model.model_fields]
+
+
+def test_the_plugins_sections_are_found() -> None:
+    assert {"server", "storage", "queues", "files", "grpc", "agents"} <= set(SECTIONS)
 
 
 @pytest.mark.parametrize(("section", "key"), _fields())
@@ -106,13 +107,7 @@ def _table_rows(text: str, heading: str) -> dict[str, list[str]]:
 def test_configuration_md_states_the_real_default(section: str, key: str) -> None:
     rows = _table_rows(_doc("configuration.md"), f"## `[{section}]`")
     assert key in rows, f"no table row for {section}.{key} under ## `[{section}]`"
-    backends = {
-        "storage": config.StorageConfig,
-        "messaging": config.MessagingConfig,
-        "agents": config.AgentsConfig,
-    }
-    model = backends.get(section) or SECTIONS[section]
-    field = model.model_fields[key]
+    field = SECTIONS[section].model_fields[key]
     default = field.get_default(call_default_factory=True)
     assert rows[key][1] == f"`{_toml(default)}`", f"default of {section}.{key} is {default!r}"
 

@@ -19,11 +19,11 @@ import httpx
 import pytest
 
 from iapflow import wellknown
-from iapflow.data.files import FileNotFound, secure_files
+from iapflow.builtin.files.service import FileNotFound, secure_files
 from iapflow.errors import AccessDenied, ApiError
 from iapflow.platform import Platform
-from iapflow.security.acl import FULL_CONTROL, READ, UPDATE
-from iapflow.security.principal import Principal
+from iapflow.secure.acl import FULL_CONTROL, READ, UPDATE
+from iapflow.secure.principal import Principal
 from iapflow.testing import JsonClient, ReplyError, make_test_config
 
 Connect = Callable[..., Awaitable[JsonClient]]

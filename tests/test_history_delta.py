@@ -1,4 +1,4 @@
-"""The JSON delta format of document history (iapflow.data.delta), without a server: every
+"""The JSON delta format of document history (iapflow.secure.delta), without a server: every
 hand-made tricky pair must round-trip exactly, deltas must stay small, and broken deltas must
 fail with a clear error instead of producing a wrong document."""
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from iapflow.data.delta import DeltaError, apply, diff, same
+from iapflow.secure.delta import DeltaError, apply, diff, same
 
 
 def exact(value: Any) -> str:

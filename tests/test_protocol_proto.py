@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 import websockets
 
-from iapflow.proto import openiap_pb2 as pb
+from iapflow.builtin.proto import openiap_pb2 as pb
 from iapflow.testing import JsonClient, make_test_config, running_server
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,75 +20,15 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
-import websockets
 from google.protobuf.message import Message
 
+from iapflow.builtin.proto import codec as protocodec
+from iapflow.builtin.proto import openiap_pb2 as pb
 from iapflow.plugins import Plugins
-from iapflow.proto import openiap_pb2 as pb
 from iapflow.testing import make_test_config, running_server
-from iapflow.transports import protocodec
+from iapflow.testing.proto_client import ProtoError, ProtoWs
 
 M = TypeVar("M", bound=Message)
-
-
-class ProtoError(Exception):
-    """An ``error`` envelope's message."""
-
-
-class ProtoWs:
-    """A /ws/v2 client: one request at a time; pushes (empty ``rid``) are kept in ``pushes``."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.ws: Any = None
-        self.ids = 0
-        self.pushes: list[pb.Envelope] = []
-
-    async def __aenter__(self) -> ProtoWs:
-        self.ws = await websockets.connect(self.url, max_size=2**26)
-        greeting = await self.next()
-        assert greeting.command == "ping"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.ws.close()
-
-    async def next(self) -> pb.Envelope:
-        """The next envelope from the server (a length message, then the envelope)."""
-        length = struct.unpack("<I", await asyncio.wait_for(self.ws.recv(), 15))[0]
-        payload = b""
-        while len(payload) < length:
-            payload += await asyncio.wait_for(self.ws.recv(), 15)
-        envelope = pb.Envelope()
-        envelope.ParseFromString(payload)
-        return envelope
-
-    async def call(self, command: str, msg: Message, reply: type[M], jwt: str = "") -> M:
-        """Send ``command`` and decode its ``<command>reply`` as ``reply``."""
-        self.ids += 1
-        envelope = pb.Envelope(command=command, id=f"r{self.ids}", jwt=jwt)
-        envelope.data.Pack(msg)
-        payload = envelope.SerializeToString()
-        await self.ws.send(struct.pack("<I", len(payload)) + payload)
-        while True:
-            answer = await self.next()
-            if answer.rid != envelope.id:
-                self.pushes.append(answer)
-                continue
-            if answer.command == "error":
-                error = pb.ErrorResponse()
-                answer.data.Unpack(error)
-                raise ProtoError(error.message)
-            assert answer.command == f"{command}reply", answer.command
-            decoded: M = reply()
-            assert answer.data.Unpack(decoded), answer.data.type_url
-            return decoded
-
-    async def signin(self, username: str = "admin", password: str = "admin") -> pb.User:
-        reply = await self.call(
-            "signin", pb.SigninRequest(username=username, password=password), pb.SigninResponse
-        )
-        return reply.user
 
 
 def _free_port() -> int:
@@ -118,14 +58,17 @@ async def admin(servers: dict[str, Any]) -> AsyncIterator[ProtoWs]:
         yield client
 
 
-def test_every_dispatcher_command_has_a_proto_mapping_or_is_listed_json_only() -> None:
-    registered = set(Plugins().commands().names())
-    internal = {spec.internal for spec in protocodec.COMMANDS.values()}
-    reachable = set(protocodec.COMMANDS) | internal | protocodec.JSON_ONLY
-    assert registered - reachable == set(), "map these in protocodec.COMMANDS or JSON_ONLY"
-    assert not set(protocodec.COMMANDS) & protocodec.JSON_ONLY
-    # each mapped command reaches a handler under its internal name
-    assert internal - registered == set()
+def test_every_mapping_names_real_messages_and_reaches_its_handler() -> None:
+    commands = Plugins().commands()
+    table = protocodec.ProtoTable.build(spec for _name, spec in commands.items())
+    assert {"query", "signin", "pushworkitem", "updatedocument", "unregisterqueue"} <= set(
+        table.commands
+    )
+    for name, mapped in table.commands.items():
+        spec = commands.get(mapped.internal)
+        assert spec is not None and spec.proto is not None, name
+        assert mapped.request.DESCRIPTOR.full_name.endswith("Request"), name
+    assert {"queuemessage", "watchevent", "refreshtoken"} <= set(table.pushes)
 
 
 async def test_document_commands(admin: ProtoWs) -> None:

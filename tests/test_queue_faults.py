@@ -23,8 +23,8 @@ from aio_pika.abc import AbstractConnection
 
 from iapflow import hookimpl
 from iapflow.config import build_config
+from iapflow.contracts.broker import BrokerContext
 from iapflow.errors import PluginError
-from iapflow.messaging.broker import BrokerContext
 from iapflow.platform import Platform
 from iapflow.plugins import Plugins
 from iapflow.testing import JsonClient, ReplyError, make_test_config, running_server

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import re
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,13 @@ from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from iapflow import hookimpl, wellknown
-from iapflow.commands.watch import hub_for
+from iapflow.builtin.watch.commands import hub_for
+from iapflow.builtin.watch.match import compile_match
+from iapflow.builtin.watch.paths import normalise_jsonpath, parse_watch_filter
 from iapflow.errors import ApiError
 from iapflow.plugins import Plugins
-from iapflow.security.acl import READ
+from iapflow.secure.acl import READ
 from iapflow.testing import JsonClient, ReplyError, make_test_config, running_server
-from iapflow.watch.match import compile_match
-from iapflow.watch.paths import normalise_jsonpath, parse_watch_filter
 from iapflow_mongo.embedded import EmbeddedServer, free_port
 
 C = "watched"
@@ -103,18 +103,11 @@ def kept() -> _KeepPlatform:
 
 
 @pytest.fixture
-async def server(
-    tmp_path: Path,
-    mongo_storage: dict[str, Any],
-    config_overrides: dict[str, dict[str, Any]],
-    kept: _KeepPlatform,
-) -> AsyncIterator[str]:
-    """As the suite's ``server``, keeping the platform in ``kept``."""
-    config = make_test_config(tmp_path, mongo_storage, **config_overrides)
-    plugins = Plugins(blocked=config.plugins.blocked)
+def iapflow_plugins(kept: _KeepPlatform) -> Plugins:
+    """The suite's server, keeping the platform in ``kept``."""
+    plugins = Plugins()
     plugins.register(kept, name="test-keep-platform")
-    async with running_server(config, plugins) as base:
-        yield base + "/ws"
+    return plugins
 
 
 @pytest.fixture
@@ -496,7 +489,7 @@ async def test_supports_watch_is_advertised_while_the_watch_plugin_is_loaded(
     async with httpx.AsyncClient() as client:
         assert (await client.get(http + "/config")).json()["supports_watch"] is True
     config = make_test_config(
-        tmp_path / "blocked", mongo_storage, plugins={"blocked": ["iapflow.commands.watch"]}
+        tmp_path / "blocked", mongo_storage, plugins={"blocked": ["iapflow.builtin.watch"]}
     )
     async with running_server(config) as base, JsonClient(base + "/ws") as client:
         reply = await client.signin("admin", "admin")

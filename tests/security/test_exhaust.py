@@ -21,6 +21,7 @@ import pytest
 import websockets
 from attack import Login, NewUser, free_port, refused, result
 
+from iapflow.builtin.proto.config import GrpcConfig
 from iapflow.errors import StartupError
 from iapflow.platform import Platform
 from iapflow.testing import JsonClient, ReplyError, make_test_config, serving
@@ -192,7 +193,7 @@ async def test_before_sign_in_a_connection_buffers_little(served: Any) -> None:
             while True:
                 await asyncio.wait_for(ws.recv(), 10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
-    async with GrpcClient(f"127.0.0.1:{platform.config.grpc.port}") as anonymous:
+    async with GrpcClient(f"127.0.0.1:{platform.config.section(GrpcConfig).port}") as anonymous:
         with pytest.raises(ReplyError, match="sign in first"):
             await anonymous.upload("big.bin", b"z" * 300_000)
     await asyncio.sleep(0.1)

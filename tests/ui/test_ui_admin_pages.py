@@ -84,9 +84,11 @@ async def test_config_and_plugins_pages(pages: Pages) -> None:
     await page.get_by_role("button", name="Clear role cache").click()
     await expect(page.get_by_role("status").filter(has_text="Role cache cleared.")).to_be_visible()
     await page.get_by_role("link", name="Plugins").click()
-    await expect(
-        page.locator("tbody tr").filter(has_text="iapflow.builtin.local_auth")
-    ).to_have_count(1)
+    signin = page.locator("tbody tr").filter(has_text="iapflow.builtin.signin")
+    await expect(signin).to_have_count(1)
+    await expect(signin).to_contain_text("auth provider local")
+    mongo = page.locator("tbody tr").filter(has_text="iapflow-mongo")
+    await expect(mongo).to_contain_text("storage mongo (selected)")
 
 
 async def test_a_user_gets_the_servers_refusal_for_maintenance(

@@ -9,17 +9,27 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from iapflow import __version__, web
 from iapflow.config import Config
 from iapflow.platform import Platform
 from iapflow.plugins import Plugins
-from iapflow.transports.jsonws import JsonWebsocket
 
-JSON_PATHS = ("/", "/ws", "/ws/v1")
+
+class _Wrapped:
+    """The ``wrap_asgi`` middlewares of the plugins, as one Starlette middleware (so that
+    they see every request, websocket and the lifespan, inside Starlette's error handling)."""
+
+    def __init__(self, app: ASGIApp, plugins: Plugins) -> None:
+        self.app = plugins.wrap_asgi(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 def create_app(config: Config, plugins: Plugins | None = None) -> Starlette:
@@ -38,10 +48,9 @@ def create_app(config: Config, plugins: Plugins | None = None) -> Starlette:
     async def config_endpoint(_request: Request) -> JSONResponse:
         return JSONResponse(
             {
+                **platform.public_config,
                 "version": __version__,
                 "websocket_package_size": config.websocket.package_size,
-                "supports_watch": platform.dispatcher.commands.get("watch") is not None,
-                "protocols": _protocols(platform),
             }
         )
 
@@ -49,18 +58,19 @@ def create_app(config: Config, plugins: Plugins | None = None) -> Starlette:
         return JSONResponse({"status": "ok", "clients": len(platform.sessions)})
 
     async def plugins_endpoint(_request: Request) -> JSONResponse:
-        return JSONResponse([vars(p) for p in platform.plugins.info()])
+        return JSONResponse([vars(p) for p in platform.plugins.info(platform.backends)])
 
-    ws = JsonWebsocket(platform)
     routes: list[BaseRoute] = [
         Route("/config", config_endpoint),
         Route("/healthz", health),
         Route("/-/plugins", plugins_endpoint),
-        *(WebSocketRoute(path, ws.endpoint) for path in JSON_PATHS),
         *platform.plugins.routes(),
-        *web.routes(),
+        *web.routes(platform.plugins.ui_packages()),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    middleware = []
+    if platform.plugins.wrappers("wrap_asgi"):
+        middleware.append(Middleware(_Wrapped, plugins=platform.plugins))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.platform = platform
     return app
 
@@ -107,13 +117,3 @@ class RedactSecrets(logging.Filter):
         elif isinstance(record.msg, str):
             record.msg = redact(record.msg)
         return True
-
-
-def _protocols(platform: Platform) -> dict[str, Any]:
-    """Where each protocol is served, for clients that read ``/config`` to pick one."""
-    protocols: dict[str, Any] = {"json": list(JSON_PATHS)}
-    if platform.plugins.pm.has_plugin("iapflow.builtin.proto_transport"):
-        protocols["proto"] = ["/ws/v2"]
-        if platform.config.grpc.port:
-            protocols["grpc"] = {"port": platform.config.grpc.port}
-    return protocols

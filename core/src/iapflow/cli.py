@@ -49,17 +49,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    """List plugins with their versions and hooks."""
-    from iapflow.plugins import Plugins
+    """List plugins: distribution and version, the backends each provides (``*`` marks the
+    configured one) and the hooks it implements."""
+    from iapflow.errors import IapflowError
+    from iapflow.platform import Platform
 
     config = _config(args)
-    infos = Plugins(blocked=config.plugins.blocked).info()
+    platform = Platform(config)
+    try:
+        platform.prepare()  # checks only: it starts and writes nothing
+    except IapflowError as exc:
+        print(f"warning: the config would not start: {exc}", file=sys.stderr)
+    infos = platform.plugins.info(platform.backends)
     if args.json:
         print(json.dumps([vars(i) for i in infos], indent=2))
         return 0
     for info in infos:
         kind = "built-in" if info.builtin else "installed"
-        print(f"{info.name:32} {info.version:10} {kind:9} {', '.join(info.hooks)}")
+        backends = ", ".join(
+            f"{k} {name}{'*' if info.selected.get(k) == name else ''}"
+            for k, names in info.provides.items()
+            for name in names
+        )
+        print(f"{info.name:26} {info.dist + ' ' + info.version:22} {kind:9} {backends}".rstrip())
+        print(f"{'':26} hooks: {', '.join(info.hooks)}")
     return 0
 
 

@@ -1,32 +1,50 @@
 """Deployment configuration: one TOML file plus ``IAPFLOW_<SECTION>__<KEY>`` environment overrides.
 
 Every value is validated at startup; a wrong one fails with its dotted key and the reason.
-Backend sections (``[storage]``, later ``[messaging]``...) name their backend and pass the
-remaining keys to that plugin, which validates them itself.
+The kernel's sections are declared here; plugins declare theirs with the ``register_config``
+hook (``[queues]``, ``[files]``, ``[grpc]``...), and :meth:`Config.bind` validates those once the
+plugins are loaded. Backend sections (``[storage]``, ``[messaging]``) name their backend and
+pass the remaining keys to that plugin, which validates them itself.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from iapflow.data.history import DEFAULT_SKIP_COLLECTIONS
 from iapflow.errors import ConfigError
+from iapflow.secure.history import DEFAULT_SKIP_COLLECTIONS
 
 ENV_PREFIX = "IAPFLOW_"
 
 
-class _Section(BaseModel):
+S = TypeVar("S", bound=BaseModel)
+
+
+class Section(BaseModel):
+    """A config section that refuses unknown keys: the base of a plugin's own section model."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class ServerConfig(_Section):
+class BackendSection(BaseModel):
+    """A section that names a backend: its other keys are the backend's own options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def options(self) -> dict[str, Any]:
+        """The backend's own keys (everything but the one naming the backend)."""
+        return dict(self.model_extra or {})
+
+
+class ServerConfig(Section):
     """``[server]``: where the HTTP/websocket server listens and keeps its files."""
 
     host: str = "127.0.0.1"
@@ -35,18 +53,13 @@ class ServerConfig(_Section):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
 
-class StorageConfig(BaseModel):
+class StorageConfig(BackendSection):
     """``[storage]``: ``backend`` names the storage plugin; other keys belong to that plugin."""
 
-    model_config = ConfigDict(extra="allow")
     backend: str = "mongo"
 
-    def options(self) -> dict[str, Any]:
-        """The backend's own keys (everything but ``backend``)."""
-        return dict(self.model_extra or {})
 
-
-class AuthConfig(_Section):
+class AuthConfig(Section):
     """``[auth]``: tokens, passwords and sign-in policy."""
 
     jwt_secret: str = ""
@@ -64,7 +77,7 @@ class AuthConfig(_Section):
     admin_password: str = ""
 
 
-class WebsocketConfig(_Section):
+class WebsocketConfig(Section):
     """``[websocket]``: JSON protocol limits and timers."""
 
     package_size: int = Field(25000, ge=100)
@@ -81,14 +94,7 @@ class WebsocketConfig(_Section):
     ping_timeout_seconds: float = Field(20, gt=0)
 
 
-class GrpcConfig(_Section):
-    """``[grpc]``: the OpenIAP protobuf protocol over gRPC (``openiap.FlowService``)."""
-
-    port: int = Field(50051, ge=0, le=65535)
-    max_message_bytes: int = Field(256 * 1024 * 1024, ge=1024, le=2**31 - 1)
-
-
-class QueryConfig(_Section):
+class QueryConfig(Section):
     """``[query]``: result size defaults and caps."""
 
     default_top: int = Field(100, ge=1)
@@ -106,86 +112,105 @@ class QueryConfig(_Section):
         return self
 
 
-class HousekeepingConfig(_Section):
-    """``[housekeeping]``: the periodic check of built-in roles, indexes and stale sessions."""
-
-    interval_seconds: float = Field(900, ge=0)
-
-
-class MessagingConfig(BaseModel):
+class MessagingConfig(BackendSection):
     """``[messaging]``: ``backend`` names the broker plugin; other keys belong to that plugin."""
 
-    model_config = ConfigDict(extra="allow")
     backend: str = "memory"
 
-    def options(self) -> dict[str, Any]:
-        """The backend's own keys (everything but ``backend``)."""
-        return dict(self.model_extra or {})
 
-
-class AgentsConfig(BaseModel):
-    """``[agents]``: ``runtime`` names the agent runtime plugin (empty: no Node-RED instances);
-    other keys belong to that runtime."""
-
-    model_config = ConfigDict(extra="allow")
-    runtime: str = ""
-
-    def options(self) -> dict[str, Any]:
-        """The runtime's own keys (everything but ``runtime``)."""
-        return dict(self.model_extra or {})
-
-
-class QueuesConfig(_Section):
-    """``[queues]``: the queue commands' policy, whatever the broker."""
-
-    default_expiration_ms: int = Field(60000, ge=1)
-    requeue_delay_seconds: float = Field(1.0, ge=0)
-    prefetch: int = Field(25, ge=1, le=65535)
-    sender_needs_invoke: bool = False
-    consumer_needs_update: bool = False
-    lookup_cache_seconds: float = Field(5.0, ge=0)
-
-
-class FilesConfig(_Section):
-    """``[files]``: the file store (``savefile``, ``getfile``, ``/upload``, ``/download``)."""
-
-    max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
-
-
-class HistoryConfig(_Section):
+class HistoryConfig(Section):
     """``[history]``: versions of documents in ``<collection>_hist`` (docs/history.md)."""
 
     snapshot_every: int = Field(1000, ge=1)
     skip_collections: list[str] = Field(default_factory=lambda: list(DEFAULT_SKIP_COLLECTIONS))
 
 
-class PluginsConfig(_Section):
+class PluginsConfig(Section):
     """``[plugins]``: ``blocked`` names installed plugins that must not load."""
 
     blocked: list[str] = Field(default_factory=list)
 
 
-class Config(_Section):
-    """The whole deployment configuration."""
+class Config(BaseModel):
+    """The whole deployment configuration: the kernel's sections as fields, the plugins'
+    sections (after :meth:`bind`) through :meth:`section`."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     websocket: WebsocketConfig = Field(default_factory=WebsocketConfig)
-    grpc: GrpcConfig = Field(default_factory=GrpcConfig)
     query: QueryConfig = Field(default_factory=QueryConfig)
-    housekeeping: HousekeepingConfig = Field(default_factory=HousekeepingConfig)
     messaging: MessagingConfig = Field(default_factory=MessagingConfig)
-    queues: QueuesConfig = Field(default_factory=QueuesConfig)
-    files: FilesConfig = Field(default_factory=FilesConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
-    agents: AgentsConfig = Field(default_factory=AgentsConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+
+    _sections: dict[type[BaseModel], BaseModel] = PrivateAttr(default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
         """The data directory with ``~`` expanded."""
         return self.server.data_dir.expanduser()
+
+    def bind(self, sections: Iterable[tuple[str, type[BaseModel]]]) -> None:
+        """Validate the plugins' sections (``register_config``) from the loaded values; a
+        section nobody declared, or a bad value in one, raises :class:`ConfigError`."""
+        declared = dict(sections)
+        raw = dict(self.model_extra or {})
+        for name in raw:
+            if name not in declared:
+                known = [*type(self).model_fields, *declared]
+                raise ConfigError(name, "unknown section" + _did_you_mean(name, known))
+        bound: dict[type[BaseModel], BaseModel] = {}
+        for name, model in declared.items():
+            values = raw.get(name, {})
+            if not isinstance(values, Mapping):
+                raise ConfigError(name, f"must be a table, got {values!r}")
+            bound[model] = _validate(model, values, name)
+        self._sections = bound
+
+    def section(self, model: type[S]) -> S:
+        """The bound section whose model is ``model``."""
+        try:
+            return cast(S, self._sections[model])
+        except KeyError:
+            raise LookupError(
+                f"config section {model.__name__} is not declared: is the plugin that "
+                "registers it loaded (and the config bound to the plugins)?"
+            ) from None
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _validate(model: type[S], values: Mapping[str, Any], prefix: str = "") -> S:
+    """``values`` as ``model``, or a ConfigError naming the first bad key and what to do."""
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = [str(part) for part in error["loc"]]
+        key = ".".join([prefix, *loc] if prefix else loc) or "(root)"
+        reason = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            owner: type[BaseModel] = model
+            for part in loc[:-1]:
+                annotation = (
+                    owner.model_fields[part].annotation if part in owner.model_fields else None
+                )
+                if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                    break
+                owner = annotation
+            reason = "unknown key" + (
+                _did_you_mean(loc[-1], owner.model_fields)
+                or " (check its spelling against docs/configuration.md)"
+            )
+        else:
+            reason = f"{reason} (got {error.get('input')!r})"
+        raise ConfigError(key, reason) from None
 
 
 def _env_value(text: str) -> Any:
@@ -224,18 +249,9 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_config(data: Mapping[str, Any]) -> Config:
-    """Validate a config mapping; raise :class:`ConfigError` naming the first bad key."""
-    try:
-        return Config.model_validate(dict(data))
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(part) for part in error["loc"]) or "(root)"
-        reason = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            reason = "unknown key (check its spelling against docs/configuration.md)"
-        else:
-            reason = f"{reason} (got {error.get('input')!r})"
-        raise ConfigError(key, reason) from None
+    """Validate a config mapping's kernel sections; raise :class:`ConfigError` naming the first
+    bad key. Plugins' sections are checked by :meth:`Config.bind`."""
+    return _validate(Config, data)
 
 
 def load_config(

@@ -8,14 +8,15 @@ OpenFlow replies. Errors come back as :class:`~iapflow.errors.ApiError` with a r
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from iapflow.errors import ApiError, IapflowError, NotSignedIn, StorageError, TimeLimitExceeded
 from iapflow.registry import Registry
-from iapflow.security.principal import Principal
+from iapflow.secure.principal import Principal
 from iapflow.session import CURRENT
+from iapflow.telemetry import CommandCall, Wrapper, run
 
 if TYPE_CHECKING:
     from iapflow.platform import Platform
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("iapflow.dispatch")
 
 Handler = Callable[["Request"], Awaitable[dict[str, Any] | None]]
+CustomHandler = Callable[["Request"], Awaitable[Any]]
+"""A ``customcommand`` sub-command: what it returns is the reply's ``result``."""
 # Request fields never echoed back in a reply, at any depth.
 _NOT_ECHOED = frozenset({"jwt", "password", "newpassword", "passwordhash"})
 
@@ -40,12 +43,81 @@ def without_secrets(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class ProtoPush:
+    """How a push the server sends on a connection travels in the protobuf protocol:
+    ``session.push(<push name>, data)`` goes out as an Envelope with command ``command``
+    holding ``message`` filled from ``values(data)``."""
+
+    command: str
+    message: str | type[Any]
+    """The schema's message name in package ``openiap`` (``"QueueEvent"``), or the message
+    class of a plugin's own compiled schema."""
+    values: Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Proto:
+    """How a command travels in the OpenIAP protobuf protocol (``/ws/v2`` and gRPC): the
+    Envelope's ``command`` and the request and response messages. Without one, a command is
+    on the JSON protocol only.
+
+    ``name`` is the schema's base name: ``Proto("Query")`` means Envelope command ``query``,
+    ``openiap.QueryRequest`` in and ``openiap.QueryResponse`` out. A plugin with a schema of
+    its own passes its message classes as ``request`` and ``response``.
+    """
+
+    name: str
+    request: str | type[Any] | None = None
+    """Message name in the ``openiap`` schema or a message class (default ``<name>Request``)."""
+    response: str | type[Any] | None = None
+    """Message name in the ``openiap`` schema or a message class (default ``<name>Response``)."""
+    to_dict: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """Reshapes the decoded request into what the handler expects (JSON-protocol shape)."""
+    from_reply: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """Reshapes the handler's reply into the response message's fields."""
+    pushes: tuple[tuple[str, ProtoPush], ...] = ()
+    """``(push name, ProtoPush)`` for the pushes this command leads to (``watchevent``)."""
+
+    @property
+    def command(self) -> str:
+        """The Envelope's ``command`` for this command."""
+        return self.name.lower()
+
+
+def results(reply: dict[str, Any]) -> dict[str, Any]:
+    """A proto ``from_reply`` for commands whose JSON reply says ``result`` where the response
+    message has ``results``."""
+    return {"results": reply.get("result", reply.get("results"))}
+
+
+@dataclass(frozen=True)
 class CommandSpec:
     """A registered command."""
 
     name: str
     handler: Handler
     signed_in: bool = True
+    authenticates: bool = False
+    """True for a command whose ``jwt`` is a credential to check (``signin``), not the
+    caller's identity."""
+    proto: Proto | None = None
+    plugin: str = ""
+    """The plugin that registered it."""
+
+
+class RegisterCommand(Protocol):
+    """The ``register`` callback of the ``register_commands`` hook."""
+
+    def __call__(
+        self,
+        name: str,
+        handler: Handler,
+        aliases: Iterable[str] = (),
+        signed_in: bool = True,
+        authenticates: bool = False,
+        proto: Proto | None = None,
+    ) -> None:
+        """Register ``handler`` under ``name`` and ``aliases``."""
 
 
 @dataclass
@@ -70,9 +142,15 @@ class Request:
 class Dispatcher:
     """Finds the handler for a command, resolves the caller and shapes the reply."""
 
-    def __init__(self, platform: Platform, commands: Registry[CommandSpec]) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        commands: Registry[CommandSpec],
+        wrappers: list[Wrapper] | None = None,
+    ) -> None:
         self.platform = platform
         self.commands = commands
+        self._wrappers = wrappers or []
 
     async def _principal(self, data: dict[str, Any], session: Session | None) -> Principal | None:
         token = data.get("jwt")
@@ -90,15 +168,33 @@ class Dispatcher:
     async def dispatch(
         self, command: str, data: dict[str, Any], session: Session | None
     ) -> dict[str, Any]:
-        """Run ``command`` and return the reply data; raise ApiError with the reason on refusal."""
+        """Run ``command`` and return the reply data; raise ApiError with the reason on refusal.
+
+        With ``wrap_command`` implementations, the whole call runs inside them."""
+        if not self._wrappers:
+            return await self._dispatch(command, data, session, None)
+        call = CommandCall(
+            command, session.protocol if session else "", session.id if session else ""
+        )
+        return await run(self._wrappers, call, lambda: self._dispatch(command, data, session, call))
+
+    async def _dispatch(
+        self,
+        command: str,
+        data: dict[str, Any],
+        session: Session | None,
+        call: CommandCall | None,
+    ) -> dict[str, Any]:
         spec = self.commands.get(command)
         if spec is None:
             raise ApiError(f"Unknown command {command[:64]!r}")
         principal = None
-        if command != "signin":
+        if not spec.authenticates:
             principal = await self._principal(data, session)
             if spec.signed_in and principal is None:
                 raise NotSignedIn("Not signed in, and missing jwt")
+            if call is not None:
+                call.principal = principal
         request = Request(command, data, self.platform, session, principal)
         running = CURRENT.set(session)
         try:

@@ -35,6 +35,15 @@ def loads(text: str | bytes) -> Any:
         raise ValueError("JSON is nested too deeply") from None
 
 
+def maybe_json(text: str) -> Any:
+    """``text`` decoded as JSON, or ``text`` itself when it is not JSON (fields that clients
+    send as JSON text or as plain text alike)."""
+    try:
+        return loads(text)
+    except ValueError:
+        return text
+
+
 def parse_iso_date(text: str) -> dt.datetime | None:
     """Return the datetime for an ISO-8601 timestamp string (with time zone), else ``None``."""
     if len(text) > 40 or not _ISO_DATE.match(text):

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from typing import TYPE_CHECKING, Any
 
-from iapflow import wellknown
-from iapflow.agents import AgentRuntime, RuntimeContext
+from iapflow import telemetry
 from iapflow.auth.revocation import RevocationWatch
 from iapflow.auth.service import AuthService
-from iapflow.auth.tokens import TokenService, load_secret
+from iapflow.auth.tokens import TokenService, check_secret, load_secret
+from iapflow.budget import BufferBudget
 from iapflow.config import Config
-from iapflow.data.history import History
-from iapflow.data.layer import DataLayer
+from iapflow.contracts.broker import Broker, BrokerContext, BrokerError
+from iapflow.contracts.private import private_dir
+from iapflow.contracts.storage import Document, Storage, StorageContext
 from iapflow.dispatch import Dispatcher
 from iapflow.errors import StartupError, StorageError
-from iapflow.messaging.broker import Broker, BrokerContext, BrokerError
 from iapflow.plugins import Plugins, require
-from iapflow.private import private_dir
+from iapflow.secure.history import History
+from iapflow.secure.layer import DataLayer
+from iapflow.secure.principals import PrincipalStore
 from iapflow.session import CURRENT
-from iapflow.storage import Document, Storage, StorageContext
-from iapflow.transports.budget import BufferBudget
+from iapflow.stash import Stash
 
 if TYPE_CHECKING:
     from iapflow.session import Session
@@ -36,11 +35,21 @@ class Platform:
     def __init__(self, config: Config, plugins: Plugins | None = None) -> None:
         self.config = config
         self.plugins = plugins or Plugins(blocked=config.plugins.blocked)
+        config.bind(self.plugins.config_sections().items())
         self.sessions: dict[str, Session] = {}
         self.buffers = BufferBudget(config.websocket.max_pending_bytes)
         """Bytes every connection holds for unfinished incoming messages (server-wide)."""
-        self.state: dict[str, Any] = {}
-        """Per-platform state of plugins, keyed by plugin name (timers, hubs...)."""
+        self.stash = Stash()
+        """Per-platform state of plugins (their services, timers, servers), by typed key."""
+        self.public_config: dict[str, Any] = {}
+        """What ``/config`` and the ``signin`` reply tell clients besides the kernel's keys;
+        plugins add theirs in ``prepare`` (``supports_watch``, ``protocols``...)."""
+        self.backends: dict[str, str] = {
+            "storage": config.storage.backend,
+            "messaging": config.messaging.backend,
+        }
+        """The backend selected for each kind; plugins that select one add it in ``prepare``
+        (``iapflow plugins`` and ``/-/plugins`` show it)."""
         self._storage: Storage | None = None
         self._broker: Broker | None = None
         self._broker_started = False
@@ -50,9 +59,6 @@ class Platform:
         self._data: DataLayer | None = None
         self._dispatcher: Dispatcher | None = None
         self._revocations: RevocationWatch | None = None
-        self.agents: AgentRuntime | None = None
-        """The agent runtime ``[agents] runtime`` chose, or None when none is configured."""
-        self._agents_started = False
 
     # Typed accessors: using a part before start() is a programming error.
     @property
@@ -85,53 +91,36 @@ class Platform:
         assert self._dispatcher is not None, "platform not started"
         return self._dispatcher
 
+    @property
+    def secret(self) -> str:
+        """The server's signing secret (after :meth:`start_storage`)."""
+        assert self._secret, "platform not started"
+        return self._secret
+
     def prepare(self) -> None:
-        """Resolve backends and secrets without starting anything: a missing plugin, a bad
-        backend option or a bad secret fails here, before any server or store starts."""
+        """Resolve backends and check the config without starting anything or writing any
+        file: a missing plugin, a bad backend option or a bad secret fails here, before any
+        server or store starts."""
         if self._storage is not None:
             return
-        private_dir(self.config.data_dir)
-        backend = self.config.storage.backend
-        factory = require(self.plugins.storage_backends(), backend, "storage")
-        context = StorageContext(self.config.data_dir)
-        storage = factory(self.config.storage.options(), context)
-        self._secret = load_secret(self.config.auth.jwt_secret, self.config.data_dir)
+        check_secret(self.config.auth.jwt_secret)
+        factory = require(self.plugins.storage_backends(), self.config.storage.backend, "storage")
+        storage = factory(self.config.storage.options(), StorageContext(self.config.data_dir))
         self._auth_providers = [
             provider for _name, provider in self.plugins.auth_providers().items()
         ]
         messaging = self.config.messaging
         broker_factory = require(self.plugins.brokers(), messaging.backend, "messaging")
-        self._broker = broker_factory(messaging.options(), BrokerContext(self.config.data_dir))
-        self._storage = storage
-        agents = self.config.agents
-        if agents.runtime:
-            runtime_factory = require(self.plugins.agent_runtimes(), agents.runtime, "agent")
-            server = self.config.server
-            api_url = f"ws://{server.host}:{server.port}/ws"
-
-            async def issue_token(user_id: str) -> str:
-                return await self.auth.issue_for(user_id, long=True)
-
-            key = self._secret.encode()
-
-            def instance_secret(name: str) -> str:
-                message = b"agent-instance-secret\0" + name.encode()
-                return hmac.new(key, message, hashlib.sha256).hexdigest()
-
-            async def owner_is_admin(user_id: str) -> bool:
-                roles = await self.auth.roles.roles_of(user_id)
-                return user_id == wellknown.ROOT or any(r["_id"] == wellknown.ADMINS for r in roles)
-
-            self.agents = runtime_factory(
-                agents.options(),
-                RuntimeContext(
-                    self.config.data_dir, api_url, issue_token, instance_secret, owner_is_admin
-                ),
-            )
+        broker = broker_factory(messaging.options(), BrokerContext(self.config.data_dir))
+        self._broker = telemetry.traced_broker(broker, self.plugins.wrappers("wrap_broker"))
+        self._storage = telemetry.traced_storage(storage, self.plugins.wrappers("wrap_storage"))
+        self.plugins.prepare(self)
 
     async def start_storage(self) -> None:
         """Start the configured storage backend and auth (all the CLI's user commands need)."""
         self.prepare()
+        private_dir(self.config.data_dir)
+        self._secret = load_secret(self.config.auth.jwt_secret, self.config.data_dir)
         try:
             await self.storage.start()
         except StorageError as exc:
@@ -142,13 +131,18 @@ class Platform:
             self._secret, auth.token_lifetime_seconds, auth.long_token_lifetime_days * 86400
         )
         self._auth = AuthService(
-            self.config, self.storage, tokens, self._authenticate, self._signin_event
+            self.config,
+            PrincipalStore(self.storage),
+            tokens,
+            self._authenticate,
+            self._signin_event,
         )
         await self._auth.ensure_builtins()
         await self._auth.ensure_admin_from_config()
 
     async def start(self) -> None:
-        """Start storage, ensure built-ins, build the data layer and dispatcher, run ``startup``.
+        """Start storage, ensure built-ins, build the data layer and dispatcher, start the
+        broker, run ``startup``.
 
         If a step fails, what was started is stopped again before the error propagates.
         """
@@ -157,8 +151,8 @@ class Platform:
             self._data = DataLayer(
                 self.storage,
                 bcrypt_rounds=self.config.auth.bcrypt_rounds,
-                on_users_changed=self.auth.roles.invalidate,
                 on_change=self._document_changed,
+                on_bulk_change=self._bulk_changed,
                 resolve_principal=self.auth.principal_ids,
                 role_name=self.auth.roles.name_of,
                 history=History(
@@ -170,18 +164,19 @@ class Platform:
             )
             for collection, factory in self.plugins.collection_rules():
                 self._data.add_rules(collection, factory(self))
-            self._dispatcher = Dispatcher(self, self.plugins.commands())
+            self._dispatcher = Dispatcher(
+                self, self.plugins.commands(), self.plugins.wrappers("wrap_command")
+            )
             try:
                 await self.broker.start()
             except BrokerError as exc:
                 backend = self.config.messaging.backend
                 raise StartupError(f"messaging backend {backend!r} did not start: {exc}") from exc
             self._broker_started = True
-            if self.agents is not None:
-                await self.agents.start()
-                self._agents_started = True
             self._revocations = RevocationWatch(
-                self.storage, self.revoke_sessions, self.config.auth.revocation_check_seconds
+                self.auth.principals,
+                self.revoke_sessions,
+                self.config.auth.revocation_check_seconds,
             )
             self._revocations.start()
             await self.plugins.startup(self)
@@ -199,9 +194,6 @@ class Platform:
             await session.close(1001, "server shutting down")
         if self._dispatcher is not None:
             await self.plugins.shutdown(self)
-        if self.agents is not None and self._agents_started:
-            self._agents_started = False
-            await self.agents.stop()
         if self._broker is not None and self._broker_started:
             self._broker_started = False
             await self._broker.stop()
@@ -221,12 +213,18 @@ class Platform:
 
     async def _document_changed(self, collection: str, operation: str, document: Document) -> None:
         if collection == "users":
+            self.auth.roles.invalidate()
             document = {k: v for k, v in document.items() if k != "passwordhash"}
             if operation == "delete":
                 await self._close_sessions_of({str(document.get("_id"))})
             elif document.get("_type") == "user":
                 await self.revoke_sessions(document)
         await self.plugins.on_document_change(self, collection, operation, document)
+
+    async def _bulk_changed(self, collection: str) -> None:
+        if collection == "users":
+            self.auth.roles.invalidate()
+            await self.users_changed_in_bulk()
 
     async def users_changed_in_bulk(self) -> None:
         """After a bulk write to ``users``: close the sockets of users now disabled or gone."""

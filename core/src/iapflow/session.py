@@ -16,7 +16,7 @@ from iapflow.ids import new_id
 if TYPE_CHECKING:
     from iapflow.auth.service import SigninResult
     from iapflow.platform import Platform
-    from iapflow.security.principal import Principal
+    from iapflow.secure.principal import Principal
 
 log = logging.getLogger("iapflow.session")
 
@@ -55,11 +55,17 @@ class Session:
         self.expires = 0
         self.long = False
         self.epoch = ""
-        """The token epoch the connection signed in with (see iapflow.data.users)."""
+        """The token epoch the connection signed in with (see iapflow.secure.users)."""
         self.impostor_epoch = ""
         self.clientagent = ""
         self.clientversion = ""
         self._refresh_task: asyncio.Task[None] | None = None
+
+    async def opened(self) -> None:
+        """Count the connection as open (``platform.sessions``) and tell the observers; a
+        transport calls this once, before the connection's first message."""
+        self.platform.sessions[self.id] = self
+        await self.platform.plugins.on_session_opened(self.platform, self)
 
     async def push_and_wait(self, command: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """Push ``command`` and wait for the client's reply to it: ``(reply command, data)``.

@@ -72,7 +72,12 @@ async def test_a_new_data_directory_is_private(tmp_path: Path) -> None:
     config = make_test_config(data, EMBEDDED, auth={"jwt_secret": ""})
     platform = Platform(config)
     platform.prepare()
-    assert mode(data) == 0o700 and mode(data / "jwt_secret") == 0o600
+    assert not data.exists()  # preparing checks, and writes nothing
+    await platform.start_storage()
+    try:
+        assert mode(data) == 0o700 and mode(data / "jwt_secret") == 0o600
+    finally:
+        await platform.stop()
 
 
 async def test_secrets_others_can_read_are_named_at_start(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from iapflow.storage import ChangeStream
+from iapflow.contracts.storage import ChangeStream
 from iapflow_mongo.storage import MongoStorage
 
 

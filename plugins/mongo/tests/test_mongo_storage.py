@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from iapflow.contracts.storage import StorageContext
 from iapflow.errors import ConfigError, StorageError
-from iapflow.storage import StorageContext
 from iapflow.testing.contracts import StorageContract
 from iapflow_mongo.storage import MongoStorage, build_storage
 

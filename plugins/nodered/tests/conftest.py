@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from iapflow_nodered.install import DEFAULT_VERSION, ensure_installed
-from iapflow_nodered.process import reap
+from iapflow_nodered.instances import reap
 
 
 @pytest.fixture(scope="session")

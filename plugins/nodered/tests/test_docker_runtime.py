@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from iapflow.agents import AgentRuntimeError, InstanceSpec, RuntimeContext
+from iapflow.contracts.agents import AgentRuntimeError, InstanceSpec, RuntimeContext
 from iapflow.errors import ConfigError
 from iapflow.testing.agent_runtime_contract import AgentRuntimeContract
 from iapflow_mongo.embedded import free_port

@@ -24,7 +24,12 @@ import pytest
 from aiohttp import web
 
 from iapflow import wellknown
-from iapflow.agents import AgentRuntimeError, InstanceNotFound, InstanceSpec, RuntimeContext
+from iapflow.contracts.agents import (
+    AgentRuntimeError,
+    InstanceNotFound,
+    InstanceSpec,
+    RuntimeContext,
+)
 from iapflow.errors import ApiError, ConfigError
 from iapflow.testing import JsonClient, ReplyError, make_test_config, running_server
 from iapflow.testing.agent_runtime_contract import AgentRuntimeContract

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from iapflow import wellknown
-from iapflow.security.acl import READ
+from iapflow.secure.acl import READ
 from iapflow.testing import JsonClient, ReplyError, make_test_config, running_server
-from iapflow_nodered.process import pid_alive
+from iapflow_nodered.instances import pid_alive
 
 _names = itertools.count(1)
 Connect = Callable[[], Awaitable[JsonClient]]

@@ -17,17 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from iapflow.agents import AgentRuntimeError, InstanceSpec, RuntimeContext
+from iapflow.contracts.agents import AgentRuntimeError, InstanceSpec, RuntimeContext
 from iapflow.errors import ConfigError
 from iapflow.testing.agent_runtime_contract import AgentRuntimeContract
-from iapflow_nodered.process import (
-    ProcessRuntime,
-    build_process,
-    group_members,
-    pid_alive,
-    port_free,
-    reap,
-)
+from iapflow_nodered.instances import group_members, pid_alive, port_free, reap
+from iapflow_nodered.process import ProcessRuntime, build_process
 
 pytestmark = pytest.mark.slow
 

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from iapflow import hookimpl
+from iapflow.builtin.agents.commands import registeragent
 from iapflow.errors import StartupError
 from iapflow.plugins import Plugins
-from iapflow.security.acl import INVOKE, READ
+from iapflow.secure.acl import INVOKE, READ
 from iapflow.testing import JsonClient, ReplyError, make_test_config, running_server
-from iapflow_nodered.agents_commands import registeragent
 
 _names = itertools.count(1)
 MakeUser = Callable[[], Awaitable[JsonClient]]
@@ -232,9 +232,14 @@ class _Claims:
 
 def test_two_plugins_claiming_one_sub_command_stop_startup() -> None:
     plugins = Plugins(load_entry_points=False)
-    plugins.register(_Claims("registeragent"), name="one")
-    assert "registeragent" in plugins.customcommands().names()
-    assert "getclients" in plugins.customcommands().names()
-    plugins.register(_Claims("registeragent"), name="two")
-    with pytest.raises(StartupError, match="customcommand 'registeragent' is registered by both"):
+    plugins.register(_Claims("enrolrobot"), name="one")
+    assert {"enrolrobot", "registeragent", "getclients"} <= set(plugins.customcommands().names())
+    plugins.register(_Claims("enrolrobot"), name="two")
+    with pytest.raises(
+        StartupError, match="customcommand sub-command 'enrolrobot' is registered by both"
+    ):
         plugins.customcommands()
+    builtin = Plugins(load_entry_points=False)
+    builtin.register(_Claims("registeragent"), name="three")
+    with pytest.raises(StartupError, match=r"both 'three' and 'iapflow\.builtin\.agents'"):
+        builtin.customcommands()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from iapflow.agents import AgentRuntimeError, InstanceSpec, RuntimeContext
+from iapflow.contracts.agents import AgentRuntimeError, InstanceSpec, RuntimeContext
 from iapflow.errors import ConfigError
 from iapflow.testing.agent_runtime_contract import AgentRuntimeContract
 from iapflow_nodered.stub import StubRuntime, build_stub

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from iapflow.contracts.broker import BrokerContext, BrokerError
 from iapflow.errors import ConfigError
-from iapflow.messaging.broker import BrokerContext, BrokerError
 from iapflow.testing.broker_contract import BrokerContract
 from iapflow_rabbit.broker import RabbitBroker, build_broker
 

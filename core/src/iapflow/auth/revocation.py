@@ -1,6 +1,6 @@
 """Ending the connections of users whose tokens were revoked on another server.
 
-A password change or a disable gives the user a new token epoch (:mod:`iapflow.data.users`)
+A password change or a disable gives the user a new token epoch (:mod:`iapflow.secure.users`)
 and stamps the time of it. The server that made the change closes its own connections of that
 user at once; every server sharing the store also looks, every ``[auth]
 revocation_check_seconds``, for users whose epoch changed in the last minute and closes its
@@ -18,10 +18,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from iapflow.data.users import TOKEN_EPOCH, TOKENS_REVOKED
+from iapflow.contracts.storage import Document
 from iapflow.errors import StorageError
 from iapflow.jsonutil import utcnow
-from iapflow.storage import Document, Storage
+from iapflow.secure.principals import PrincipalStore
 
 log = logging.getLogger("iapflow.auth")
 
@@ -35,8 +35,8 @@ Revoke = Callable[[Document], Awaitable[Any]]
 class RevocationWatch:
     """Polls ``users`` for recent revocations and hands each user document to ``revoke``."""
 
-    def __init__(self, storage: Storage, revoke: Revoke, interval: float) -> None:
-        self.storage = storage
+    def __init__(self, principals: PrincipalStore, revoke: Revoke, interval: float) -> None:
+        self.principals = principals
         self.revoke = revoke
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -56,12 +56,7 @@ class RevocationWatch:
 
     async def check(self) -> None:
         """Look once."""
-        found = await self.storage.find(
-            "users",
-            {"_type": "user", TOKENS_REVOKED: {"$gte": utcnow() - WINDOW}},
-            projection={"_id": 1, "username": 1, "disabled": 1, TOKEN_EPOCH: 1},
-        )
-        for doc in found:
+        for doc in await self.principals.revoked_since(utcnow() - WINDOW):
             await self.revoke(doc)
 
     async def _run(self) -> None:

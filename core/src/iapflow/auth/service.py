@@ -17,13 +17,12 @@ from iapflow.auth.passwords import check_password, hash_password
 from iapflow.auth.roles import RoleCache
 from iapflow.auth.tokens import TokenClaims, TokenService
 from iapflow.config import Config
-from iapflow.data.users import TOKEN_EPOCH, TOKENS_REVOKED, revocation
+from iapflow.contracts.storage import Document
 from iapflow.errors import AccessDenied, ApiError, NotSignedIn
-from iapflow.ids import new_id
-from iapflow.jsonutil import utcnow
-from iapflow.security.acl import FULL_CONTROL, INVOKE, READ, UPDATE, has_right
-from iapflow.security.principal import Principal
-from iapflow.storage import Document, Storage
+from iapflow.secure.acl import UPDATE, has_right
+from iapflow.secure.principal import Principal
+from iapflow.secure.principals import PrincipalStore
+from iapflow.secure.users import TOKEN_EPOCH, revocation
 
 log = logging.getLogger("iapflow.auth")
 
@@ -46,23 +45,19 @@ class AuthService:
     def __init__(
         self,
         config: Config,
-        storage: Storage,
+        principals: PrincipalStore,
         tokens: TokenService,
         authenticate: Authenticate,
         on_signin: SigninObserver,
     ) -> None:
         self.config = config
-        self.storage = storage
+        self.principals = principals
+        """Users and roles as stored (:mod:`iapflow.secure.principals`)."""
         self.tokens = tokens
         self._authenticate = authenticate
         self._on_signin = on_signin
-        self.roles = RoleCache(self._load_roles, config.auth.role_cache_seconds)
+        self.roles = RoleCache(principals.roles, config.auth.role_cache_seconds)
         self._first_admin_lock = asyncio.Lock()
-
-    async def _load_roles(self) -> list[dict[str, object]]:
-        return await self.storage.find(
-            "users", {"_type": "role"}, projection={"_id": 1, "name": 1, "members": 1}
-        )
 
     # -- principals -----------------------------------------------------------------------------
 
@@ -96,14 +91,14 @@ class AuthService:
 
     async def ticket(self, principal: Principal, file_id: str) -> tuple[str, int]:
         """A download ticket for ``file_id`` and its expiry (Unix seconds)."""
-        user = await self.storage.find_one("users", {"_id": principal.id, "_type": "user"})
+        user = await self.principals.user(principal.id)
         if user is None:
             raise NotSignedIn("user is missing")
         ticket = self.tokens.issue_ticket(principal.id, file_id, str(user.get(TOKEN_EPOCH) or ""))
         return ticket, self.tokens.verify_ticket(ticket, file_id).expires
 
     async def _token_user(self, user_id: str, epoch: str) -> Document:
-        user = await self.storage.find_one("users", {"_id": user_id, "_type": "user"})
+        user = await self.principals.user(user_id)
         if user is None:
             raise NotSignedIn("invalid token: its user no longer exists")
         if user.get("disabled"):
@@ -129,7 +124,7 @@ class AuthService:
     async def reissue(self, user_id: str, long: bool) -> SigninResult:
         """A new sign-in of a user without a password (its own connection, after it changed
         its password)."""
-        stored = await self.storage.find_one("users", {"_id": user_id, "_type": "user"})
+        stored = await self.principals.user(user_id)
         if stored is None or stored.get("disabled"):
             raise NotSignedIn("user is missing or disabled")
         token = self.issue(stored, long=long)
@@ -137,14 +132,14 @@ class AuthService:
 
     async def issue_for(self, user_id: str, long: bool = True) -> str:
         """A token for the user with id ``user_id`` (agents get one for their owner)."""
-        user = await self.storage.find_one("users", {"_id": user_id, "_type": "user"})
+        user = await self.principals.user(user_id)
         if user is None:
             raise NotSignedIn(f"no user with id {user_id!r} to issue a token for")
         return self.issue(user, long=long)
 
     async def principal_ids(self, principal_id: str) -> list[str] | None:
         """The ids an ACL entry can name to reach a user or role (for ``queryas``)."""
-        doc = await self.storage.find_one("users", {"_id": principal_id})
+        doc = await self.principals.principal(principal_id)
         if doc is None:
             return None
         roles = await self.roles.roles_of(principal_id, implicit_users=doc.get("_type") == "user")
@@ -213,13 +208,13 @@ class AuthService:
         if impostor and target in ("-1", "false", False):
             # Stop impersonating: back to the real user.
             user, impostor = {"_id": impostor}, ""
-        stored = await self.storage.find_one("users", {"_id": user["_id"], "_type": "user"})
+        stored = await self.principals.user(user["_id"])
         if stored is None or stored.get("disabled"):
             raise NotSignedIn("user is missing or disabled")
         principal = await self.principal_for_user(stored, impostor)
         real = None
         if impostor:
-            real = await self.storage.find_one("users", {"_id": impostor, "_type": "user"})
+            real = await self.principals.user(impostor)
             if real is None or real.get("disabled"):
                 raise NotSignedIn("the impersonating user is missing or disabled")
         token = self.issue(stored, real, long)
@@ -228,11 +223,11 @@ class AuthService:
     async def _impersonate(
         self, user: Document, target_id: str, long: bool, event: dict[str, Any]
     ) -> SigninResult:
-        stored = await self.storage.find_one("users", {"_id": user["_id"], "_type": "user"})
+        stored = await self.principals.user(user["_id"])
         if stored is None:
             raise NotSignedIn("user is missing")
         real = await self.principal_for_user(stored)
-        target = await self.storage.find_one("users", {"_id": target_id, "_type": "user"})
+        target = await self.principals.user(target_id)
         if target is None or not has_right(real, target, UPDATE):
             raise AccessDenied(
                 f"cannot impersonate {target_id}: you need update right on that user"
@@ -251,10 +246,7 @@ class AuthService:
         ):
             return None
         async with self._first_admin_lock:
-            others = await self.storage.count(
-                "users",
-                {"_type": "user", "_id": {"$nin": sorted(wellknown.BUILTIN_USERS.values())}},
-            )
+            others = await self.principals.count_users_besides(wellknown.BUILTIN_USERS.values())
             if others:
                 return None
             log.warning("first sign-in on an empty system: %s becomes admin", username)
@@ -270,7 +262,7 @@ class AuthService:
         username = username.strip().lower()
         if not username or not password:
             raise ApiError("a user needs a username and a password")
-        existing = await self.storage.find_one("users", {"_type": "user", "username": username})
+        existing = await self.principals.by_username(username)
         if existing is not None:
             user = existing
             current = str(existing.get("passwordhash") or "")
@@ -278,70 +270,21 @@ class AuthService:
             if not current or not await check_password(password, current, rounds):
                 passwordhash = await hash_password(password, self.config.auth.bcrypt_rounds)
                 fields = {"passwordhash": passwordhash, **revocation()}
-                await self.storage.update_one("users", {"_id": existing["_id"]}, {"$set": fields})
+                await self.principals.set_fields(existing["_id"], fields)
                 user = {**existing, **fields}
         else:
             passwordhash = await hash_password(password, self.config.auth.bcrypt_rounds)
-            user_id = new_id()
-            now = utcnow()
-            user = {
-                "_id": user_id,
-                "_type": "user",
-                "name": name or username,
-                "username": username,
-                "passwordhash": passwordhash,
-                "_acl": [
-                    {"_id": wellknown.ADMINS, "name": "admins", "rights": FULL_CONTROL},
-                    {"_id": user_id, "name": name or username, "rights": READ | UPDATE | INVOKE},
-                ],
-                **wellknown.server_stamp(now),
-            }
-            await self.storage.insert_one("users", user)
+            user = await self.principals.new_user(username, name or username, passwordhash)
         if admin:
-            await self.storage.update_one(
-                "users",
-                {"_id": wellknown.ADMINS, "members._id": {"$ne": user["_id"]}},
-                {"$push": {"members": {"_id": user["_id"], "name": user.get("name", username)}}},
+            await self.principals.add_member(
+                wellknown.ADMINS, user["_id"], user.get("name", username)
             )
         self.roles.invalidate()
         return user
 
     async def ensure_builtins(self) -> None:
         """Create the well-known roles and users if missing, with their memberships and indexes."""
-        await self.storage.create_index("users", [("username", 1)], unique=True, sparse=True)
-        await self.storage.create_index("users", [("_type", 1), ("name", 1)])
-        await self.storage.create_index("users", [(TOKENS_REVOKED, 1)], sparse=True)
-        now = utcnow()
-        admins_ace = {"_id": wellknown.ADMINS, "name": "admins", "rights": FULL_CONTROL}
-        builtins = [(name, rid, "role") for name, rid in wellknown.BUILTIN_ROLES.items()]
-        builtins += [(name, uid, "user") for name, uid in wellknown.BUILTIN_USERS.items()]
-        names = {rid: name for name, rid, _ in builtins}
-        for name, pid, kind in builtins:
-            if await self.storage.find_one("users", {"_id": pid}) is not None:
-                continue
-            doc: Document = {
-                "_id": pid,
-                "_type": kind,
-                "name": name,
-                "_acl": [dict(admins_ace)],
-                **wellknown.server_stamp(now),
-            }
-            if kind == "user":
-                doc["username"] = name
-                doc["disabled"] = name == "guest"
-            else:
-                doc["members"] = []
-            if pid == wellknown.USERS:
-                # Members of "users" (everyone) can read the role, as in OpenFlow.
-                doc["_acl"].append({"_id": wellknown.USERS, "name": "users", "rights": READ})
-            await self.storage.insert_one("users", doc)
-        for role_id, member_ids in wellknown.BUILTIN_MEMBERS.items():
-            for member_id in member_ids:
-                await self.storage.update_one(
-                    "users",
-                    {"_id": role_id, "members._id": {"$ne": member_id}},
-                    {"$push": {"members": {"_id": member_id, "name": names.get(member_id, "")}}},
-                )
+        await self.principals.ensure_builtins()
         self.roles.invalidate()
 
     async def ensure_admin_from_config(self) -> None:

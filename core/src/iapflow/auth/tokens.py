@@ -19,8 +19,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
+from iapflow.contracts.private import check_private, private_dir, write_secret
 from iapflow.errors import ConfigError, NotSignedIn
-from iapflow.private import check_private, private_dir, write_secret
 
 ISSUER = "iapflow"
 TICKET_SCOPE = "download"
@@ -28,12 +28,18 @@ _SECRET_FILE = "jwt_secret"
 _MIN_SECRET = 32
 
 
+def check_secret(configured: str) -> None:
+    """Refuse a configured secret too short to sign with (an empty one means: keep one in the
+    data directory)."""
+    if configured and len(configured) < _MIN_SECRET:
+        raise ConfigError("auth.jwt_secret", f"must be at least {_MIN_SECRET} characters long")
+
+
 def load_secret(configured: str, data_dir: Path) -> str:
     """The configured secret, or the one kept in the data directory (made on first use, for
     the server's OS user only)."""
     if configured:
-        if len(configured) < _MIN_SECRET:
-            raise ConfigError("auth.jwt_secret", f"must be at least {_MIN_SECRET} characters long")
+        check_secret(configured)
         return configured
     path = data_dir / _SECRET_FILE
     if path.exists():

@@ -1,7 +1,7 @@
 """The agent runtime contract suite: what every runtime must do, as the Node-RED commands use it.
 
 Subclass :class:`AgentRuntimeContract` in the runtime's tests and provide a ``runtime`` fixture
-that yields a started :class:`iapflow.agents.AgentRuntime`::
+that yields a started :class:`iapflow.contracts.agents.AgentRuntime`::
 
     class TestMyRuntime(AgentRuntimeContract):
         ready_within = 60.0
@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from iapflow.agents import AgentRuntime, AgentRuntimeError, InstanceNotFound, InstanceSpec
+from iapflow.contracts.agents import AgentRuntime, AgentRuntimeError, InstanceNotFound, InstanceSpec
 
 
 def _name() -> str:

@@ -1,7 +1,7 @@
 """The broker contract suite: what every messaging backend must do, as the queue service uses it.
 
 Subclass :class:`BrokerContract` in the plugin's tests and provide a ``broker`` fixture that
-yields a started :class:`iapflow.messaging.broker.Broker`::
+yields a started :class:`iapflow.contracts.broker.Broker`::
 
     class TestMyBroker(BrokerContract):
         @pytest.fixture
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from iapflow.messaging.broker import (
+from iapflow.contracts.broker import (
     Broker,
     BrokerSession,
     Conflict,

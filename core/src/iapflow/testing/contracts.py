@@ -1,7 +1,7 @@
 """Contract test suites a backend plugin subclasses to prove it keeps iapflow's contract.
 
 Subclass :class:`StorageContract` in the plugin's tests and provide a ``storage`` fixture that
-yields a started :class:`iapflow.storage.Storage` on an empty database::
+yields a started :class:`iapflow.contracts.storage.Storage` on an empty database::
 
     class TestMyStorage(StorageContract):
         @pytest.fixture
@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
+from iapflow.contracts.files import FileStore
+from iapflow.contracts.storage import Storage
 from iapflow.errors import DuplicateKeyError, InvalidQuery, StorageError
-from iapflow.files import FileStore
-from iapflow.security.acl import READ, acl_condition
-from iapflow.storage import Storage
+from iapflow.secure.acl import READ, acl_condition
 
 C = "contract"
 
@@ -217,10 +217,10 @@ async def _read(store: FileStore, file_id: Any) -> bytes:
 
 
 class FileStoreContract:
-    """What every file store must do, as :mod:`iapflow.data.files` uses it.
+    """What every file store must do, as :mod:`iapflow.builtin.files.service` uses it.
 
-    Subclass it with a ``file_store`` fixture that yields a :class:`iapflow.files.FileStore`
-    on an empty database.
+    Subclass it with a ``file_store`` fixture that yields a
+    :class:`iapflow.contracts.files.FileStore` on an empty database.
     """
 
     async def test_pieces_of_any_size_round_trip(self, file_store: FileStore) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 from typing import Any
@@ -23,9 +24,10 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from iapflow.proto import openiap_pb2 as pb
+from iapflow.builtin.proto import codec as protocodec
+from iapflow.builtin.proto import openiap_pb2 as pb
+from iapflow.plugins import Plugins
 from iapflow.testing.client import ReplyError
-from iapflow.transports import protocodec
 
 _METHOD = "/openiap.FlowService/SetupStream"
 _PUSHES: dict[str, type[Message]] = {
@@ -43,6 +45,13 @@ def decode(msg: Message) -> dict[str, Any]:
             with contextlib.suppress(ValueError):
                 values[key] = json.loads(value)
     return values
+
+
+@functools.cache
+def _table() -> protocodec.ProtoTable:
+    """The proto mappings of every installed plugin's commands (as a server would have)."""
+    specs = {id(spec): spec for _name, spec in Plugins().commands().items()}
+    return protocodec.ProtoTable.build(specs.values())
 
 
 class GrpcClient:
@@ -148,7 +157,7 @@ class GrpcClient:
 
     async def call(self, command: str, /, jwt: str = "", wait: float = 30, **data: Any) -> Any:
         """Send ``command`` with JSON-shaped ``data``; the decoded reply, or ReplyError."""
-        spec = protocodec.COMMANDS[command]
+        spec = _table().commands[command]
         request = protocodec.fill(spec.request(), data)
         envelope_id = self.send(command, request, jwt)
         reply = (await self._answers(envelope_id, wait))[-1]

@@ -1,8 +1,10 @@
-"""The web interface: static assets (this folder) served under ``/ui``.
+"""The web interface's shell: static assets (this folder) served under ``/ui``, and the pages
+plugins register with ``register_ui`` under ``/ui/pages/<name>/``.
 
 The pages are plain ES modules that talk to the server only through the JSON websocket
 protocol and the HTTP file routes, with the signed-in user's token, like any other client.
-docs/web-ui.md describes the pages and how to add one.
+``/ui/pages/index.js`` imports every registered page module; the shell imports it once signed
+in. docs/web-ui.md describes the pages and how to add one.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -92,13 +97,62 @@ async def _to_ui(_request: Request) -> Response:
     return RedirectResponse("/ui/", status_code=307)
 
 
-def routes() -> list[BaseRoute]:
-    """``/ui/`` serves the assets; ``GET /`` and ``/ui`` redirect there.
+_PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_MODULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.js$")
+
+
+@dataclass(frozen=True)
+class UiPackage:
+    """A plugin's pages: ``directory`` served under ``/ui/pages/<name>/``, ``modules``
+    imported when the interface loads."""
+
+    name: str
+    directory: Path
+    modules: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not _PACKAGE_NAME.match(self.name):
+            raise ValueError(f"UI package name {self.name!r}: use a-z, 0-9, - and _")
+        if not self.directory.is_dir():
+            raise ValueError(f"UI package {self.name!r}: {self.directory} is not a folder")
+        for module in self.modules:
+            if not _MODULE_NAME.match(module) or not (self.directory / module).is_file():
+                raise ValueError(f"UI package {self.name!r}: no module {module!r} in its folder")
+
+
+class RegisterUi(Protocol):
+    """The ``register`` callback of the ``register_ui`` hook."""
+
+    def __call__(self, name: str, directory: Path | str, modules: Sequence[str]) -> None:
+        """Serve ``directory`` under ``/ui/pages/<name>/`` and import ``modules`` from it."""
+
+
+def index_module(packages: Sequence[UiPackage]) -> str:
+    """``/ui/pages/index.js``: one import per registered page module."""
+    lines = ["// The pages registered by this server's plugins (register_ui), in plugin order."]
+    for package in packages:
+        lines.extend(f'import "./{package.name}/{module}";' for module in package.modules)
+    return "\n".join(lines) + "\n"
+
+
+def routes(packages: Sequence[UiPackage] = ()) -> list[BaseRoute]:
+    """``/ui/`` serves the shell, ``/ui/pages/<name>/`` each plugin's pages and
+    ``/ui/pages/index.js`` the list of page modules; ``GET /`` and ``/ui`` redirect to ``/ui/``.
 
     ``Route("/")`` only matches HTTP requests, so the JSON websocket on ``/`` is unaffected.
     """
+    index = index_module(packages).encode()
+
+    async def pages_index(request: Request) -> Response:
+        return Response(index, media_type="text/javascript", headers=headers_for(request.scope))
+
     return [
         Route("/", _to_ui, methods=["GET", "HEAD"]),
         Route("/ui", _to_ui, methods=["GET", "HEAD"]),
+        Route("/ui/pages/index.js", pages_index, methods=["GET", "HEAD"]),
+        *(
+            Mount(f"/ui/pages/{package.name}", app=UiFiles(directory=package.directory))
+            for package in packages
+        ),
         Mount("/ui", app=UiFiles(directory=ASSETS, html=True), name="ui"),
     ]

@@ -18,8 +18,8 @@ from typing import Any
 
 from pymongo import errors as mongo_errors
 
+from iapflow.contracts.storage import ChangeStream, Document, ResumeTokenLost
 from iapflow.errors import StorageError
-from iapflow.storage import ChangeStream, Document, ResumeTokenLost
 
 # Server error codes for "the resume point is no longer in the oplog".
 _HISTORY_LOST = frozenset({136, 280, 286})
@@ -76,13 +76,13 @@ class MongoChangeStream(ChangeStream):
 
     @property
     def resume_token(self) -> Any:
-        """See :attr:`iapflow.storage.ChangeStream.resume_token`."""
+        """See :attr:`iapflow.contracts.storage.ChangeStream.resume_token`."""
         if self._stream is not None:
             return self._stream.resume_token or self._token
         return self._token
 
     async def __anext__(self) -> Document:
-        """See :meth:`iapflow.storage.ChangeStream.__anext__`."""
+        """See :meth:`iapflow.contracts.storage.ChangeStream.__anext__`."""
         while True:
             if self._closed or self._stream is None:
                 raise StopAsyncIteration
@@ -112,7 +112,7 @@ class MongoChangeStream(ChangeStream):
                 await stream.close()
 
     async def close(self) -> None:
-        """See :meth:`iapflow.storage.ChangeStream.close`."""
+        """See :meth:`iapflow.contracts.storage.ChangeStream.close`."""
         self._closed = True
         token = self.resume_token
         await self._close_cursor()

@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from iapflow.contracts.private import check_private, private_dir, write_secret
 from iapflow.errors import StorageError
-from iapflow.private import check_private, private_dir, write_secret
 
 EXECUTABLE = "secantusd-py"
 INSTALL_HINT = "pip install 'iapflow-mongo[embedded]'  (it provides secantusd-py)"

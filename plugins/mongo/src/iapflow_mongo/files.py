@@ -20,11 +20,11 @@ from gridfs import AsyncGridFSBucket
 from gridfs.errors import NoFile
 from pymongo import ASCENDING, ReturnDocument
 
+from iapflow.contracts.files import FileDownload, FileStore
+from iapflow.contracts.storage import Document, Filter
 from iapflow.errors import StorageError
-from iapflow.files import FileDownload, FileStore
 from iapflow.ids import new_id
 from iapflow.jsonutil import utcnow
-from iapflow.storage import Document, Filter
 from iapflow_mongo.storage import _expand_id_lists, _objectid_variant, map_pymongo_errors
 
 log = logging.getLogger("iapflow_mongo.files")
@@ -73,7 +73,7 @@ class MongoFileStore(FileStore):
         metadata: Mapping[str, Any],
         file_id: str | None = None,
     ) -> Document:
-        """See :meth:`iapflow.files.FileStore.upload`."""
+        """See :meth:`iapflow.contracts.files.FileStore.upload`."""
         await self.ensure_indexes()
         fid = file_id or new_id()
         writer = _ChunkWriter(self.chunks, fid, self.chunk_bytes, self._batch_chunks)
@@ -102,7 +102,7 @@ class MongoFileStore(FileStore):
         return document
 
     async def update_metadata(self, file_id: Any, metadata: Mapping[str, Any]) -> Document | None:
-        """See :meth:`iapflow.files.FileStore.update_metadata`."""
+        """See :meth:`iapflow.contracts.files.FileStore.update_metadata`."""
 
         async def run(query: Filter) -> Document | None:
             doc: Document | None = await self.files.find_one_and_update(
@@ -115,7 +115,7 @@ class MongoFileStore(FileStore):
             return updated
 
     async def delete(self, file_id: Any) -> bool:
-        """See :meth:`iapflow.files.FileStore.delete`."""
+        """See :meth:`iapflow.contracts.files.FileStore.delete`."""
         found = await self._find_one({"_id": file_id})
         if found is None:
             return False
@@ -136,7 +136,7 @@ class MongoFileStore(FileStore):
         skip: int = 0,
         limit: int = 0,
     ) -> list[Document]:
-        """See :meth:`iapflow.files.FileStore.find`."""
+        """See :meth:`iapflow.contracts.files.FileStore.find`."""
 
         async def run(query: Filter) -> list[Document]:
             cursor = self.files.find(query, skip=skip, limit=limit)
@@ -149,7 +149,7 @@ class MongoFileStore(FileStore):
             return found
 
     async def open(self, file_id: Any) -> FileDownload | None:
-        """See :meth:`iapflow.files.FileStore.open`."""
+        """See :meth:`iapflow.contracts.files.FileStore.open`."""
         document = await self._find_one({"_id": file_id})
         if document is None:
             return None

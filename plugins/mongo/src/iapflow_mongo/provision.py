@@ -20,8 +20,8 @@ from cryptography.x509.oid import NameOID
 from pymongo import MongoClient
 from pymongo import errors as mongo_errors
 
+from iapflow.contracts.private import write_secret
 from iapflow.errors import StorageError
-from iapflow.private import write_secret
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo import errors as mongo_errors
 
+from iapflow.contracts.storage import ChangeStream, Document, Filter, Storage, StorageContext
 from iapflow.errors import (
     ConfigError,
     DuplicateKeyError,
@@ -21,7 +22,6 @@ from iapflow.errors import (
     TimeLimitExceeded,
 )
 from iapflow.ids import is_id
-from iapflow.storage import ChangeStream, Document, Filter, Storage, StorageContext
 from iapflow_mongo.changes import open_change_stream
 from iapflow_mongo.embedded import EmbeddedServer
 
@@ -194,7 +194,7 @@ class MongoStorage(Storage):
         limit: int = 0,
         max_time_ms: int = 0,
     ) -> list[Document]:
-        """See :meth:`iapflow.storage.Storage.find`."""
+        """See :meth:`iapflow.contracts.storage.Storage.find`."""
 
         async def run(query: Filter) -> list[Document]:
             cursor = self._c(collection).find(
@@ -209,7 +209,7 @@ class MongoStorage(Storage):
             return found
 
     async def find_one(self, collection: str, filter: Filter) -> Document | None:
-        """See :meth:`iapflow.storage.Storage.find_one`."""
+        """See :meth:`iapflow.contracts.storage.Storage.find_one`."""
         with map_pymongo_errors(self.database_name):
             doc: Document | None = await self._by_id_or_objectid(
                 self._c(collection).find_one, filter
@@ -217,7 +217,7 @@ class MongoStorage(Storage):
             return doc
 
     async def count(self, collection: str, filter: Filter, *, max_time_ms: int = 0) -> int:
-        """See :meth:`iapflow.storage.Storage.count`."""
+        """See :meth:`iapflow.contracts.storage.Storage.count`."""
 
         async def run(query: Filter) -> int:
             options = {"maxTimeMS": max_time_ms} if max_time_ms else {}
@@ -229,7 +229,7 @@ class MongoStorage(Storage):
     async def distinct(
         self, collection: str, field: str, filter: Filter, *, max_time_ms: int = 0
     ) -> list[Any]:
-        """See :meth:`iapflow.storage.Storage.distinct`."""
+        """See :meth:`iapflow.contracts.storage.Storage.distinct`."""
 
         async def run(query: Filter) -> list[Any]:
             options = {"maxTimeMS": max_time_ms} if max_time_ms else {}
@@ -246,24 +246,24 @@ class MongoStorage(Storage):
         *,
         max_time_ms: int = 0,
     ) -> list[Document]:
-        """See :meth:`iapflow.storage.Storage.aggregate`."""
+        """See :meth:`iapflow.contracts.storage.Storage.aggregate`."""
         options = {"maxTimeMS": max_time_ms} if max_time_ms else {}
         with map_pymongo_errors(self.database_name):
             cursor = await self._c(collection).aggregate(list(pipeline), **options)
             return [doc async for doc in cursor]
 
     async def insert_one(self, collection: str, document: Document) -> None:
-        """See :meth:`iapflow.storage.Storage.insert_one`."""
+        """See :meth:`iapflow.contracts.storage.Storage.insert_one`."""
         with map_pymongo_errors(self.database_name):
             await self._c(collection).insert_one(document)
 
     async def insert_many(self, collection: str, documents: Sequence[Document]) -> None:
-        """See :meth:`iapflow.storage.Storage.insert_many`."""
+        """See :meth:`iapflow.contracts.storage.Storage.insert_many`."""
         with map_pymongo_errors(self.database_name):
             await self._c(collection).insert_many(list(documents), ordered=True)
 
     async def replace_one(self, collection: str, filter: Filter, document: Document) -> int:
-        """See :meth:`iapflow.storage.Storage.replace_one`."""
+        """See :meth:`iapflow.contracts.storage.Storage.replace_one`."""
 
         async def run(query: Filter) -> int:
             return int((await self._c(collection).replace_one(query, document)).matched_count)
@@ -274,7 +274,7 @@ class MongoStorage(Storage):
     async def update_one(
         self, collection: str, filter: Filter, update: Mapping[str, Any]
     ) -> Document | None:
-        """See :meth:`iapflow.storage.Storage.update_one`."""
+        """See :meth:`iapflow.contracts.storage.Storage.update_one`."""
 
         async def run(query: Filter) -> Document | None:
             doc: Document | None = await self._c(collection).find_one_and_update(
@@ -294,7 +294,7 @@ class MongoStorage(Storage):
         *,
         sort: Sequence[tuple[str, int]],
     ) -> Document | None:
-        """See :meth:`iapflow.storage.Storage.find_one_and_update`."""
+        """See :meth:`iapflow.contracts.storage.Storage.find_one_and_update`."""
         with map_pymongo_errors(self.database_name):
             doc: Document | None = await self._c(collection).find_one_and_update(
                 dict(filter),
@@ -307,7 +307,7 @@ class MongoStorage(Storage):
     async def update_many(
         self, collection: str, filter: Filter, update: Mapping[str, Any]
     ) -> tuple[int, int]:
-        """See :meth:`iapflow.storage.Storage.update_many`."""
+        """See :meth:`iapflow.contracts.storage.Storage.update_many`."""
 
         async def run(query: Filter) -> tuple[int, int] | None:
             result = await self._c(collection).update_many(query, dict(update))
@@ -318,7 +318,7 @@ class MongoStorage(Storage):
             return await self._by_id_or_objectid(run, filter) or (0, 0)
 
     async def delete_one(self, collection: str, filter: Filter) -> int:
-        """See :meth:`iapflow.storage.Storage.delete_one`."""
+        """See :meth:`iapflow.contracts.storage.Storage.delete_one`."""
 
         async def run(query: Filter) -> int:
             return int((await self._c(collection).delete_one(query)).deleted_count)
@@ -327,7 +327,7 @@ class MongoStorage(Storage):
             return int(await self._by_id_or_objectid(run, filter))
 
     async def delete_many(self, collection: str, filter: Filter) -> int:
-        """See :meth:`iapflow.storage.Storage.delete_many`."""
+        """See :meth:`iapflow.contracts.storage.Storage.delete_many`."""
 
         async def run(query: Filter) -> int:
             return int((await self._c(collection).delete_many(query)).deleted_count)
@@ -336,22 +336,23 @@ class MongoStorage(Storage):
             return int(await self._by_id_or_objectid(run, filter))
 
     async def watch_changes(self, resume_after: Any | None = None) -> ChangeStream:
-        """See :meth:`iapflow.storage.Storage.watch_changes` and :mod:`iapflow_mongo.changes`."""
+        """See :meth:`iapflow.contracts.storage.Storage.watch_changes` and
+        :mod:`iapflow_mongo.changes`."""
         return await open_change_stream(self.db, resume_after)
 
     async def list_collections(self) -> list[Document]:
-        """See :meth:`iapflow.storage.Storage.list_collections`."""
+        """See :meth:`iapflow.contracts.storage.Storage.list_collections`."""
         with map_pymongo_errors(self.database_name):
             cursor = await self.db.list_collections()
             return [{"name": c["name"], "type": c.get("type", "collection")} async for c in cursor]
 
     async def create_collection(self, name: str, options: Mapping[str, Any]) -> None:
-        """See :meth:`iapflow.storage.Storage.create_collection`."""
+        """See :meth:`iapflow.contracts.storage.Storage.create_collection`."""
         with map_pymongo_errors(self.database_name):
             await self.db.create_collection(name, **dict(options))
 
     async def drop_collection(self, name: str) -> None:
-        """See :meth:`iapflow.storage.Storage.drop_collection`."""
+        """See :meth:`iapflow.contracts.storage.Storage.drop_collection`."""
         with map_pymongo_errors(self.database_name):
             await self.db.drop_collection(name)
 
@@ -364,7 +365,7 @@ class MongoStorage(Storage):
         sparse: bool = False,
         options: Mapping[str, Any] | None = None,
     ) -> str:
-        """See :meth:`iapflow.storage.Storage.create_index`."""
+        """See :meth:`iapflow.contracts.storage.Storage.create_index`."""
         extra = dict(options or {})
         with map_pymongo_errors(self.database_name):
             return str(
@@ -374,18 +375,18 @@ class MongoStorage(Storage):
             )
 
     async def drop_index(self, collection: str, name: str) -> None:
-        """See :meth:`iapflow.storage.Storage.drop_index`."""
+        """See :meth:`iapflow.contracts.storage.Storage.drop_index`."""
         with map_pymongo_errors(self.database_name):
             await self._c(collection).drop_index(name)
 
     async def list_indexes(self, collection: str) -> list[Document]:
-        """See :meth:`iapflow.storage.Storage.list_indexes`."""
+        """See :meth:`iapflow.contracts.storage.Storage.list_indexes`."""
         with map_pymongo_errors(self.database_name):
             cursor = await self._c(collection).list_indexes()
             return [dict(index) async for index in cursor]
 
     def file_store(self) -> MongoFileStore:
-        """See :meth:`iapflow.storage.Storage.file_store`: GridFS bucket ``fs``."""
+        """See :meth:`iapflow.contracts.storage.Storage.file_store`: GridFS bucket ``fs``."""
         if self._file_store is None:
             from iapflow_mongo.files import MongoFileStore
 

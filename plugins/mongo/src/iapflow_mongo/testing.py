@@ -1,8 +1,10 @@
-"""pytest plugin: one MongoDB-compatible server for the whole test session.
+"""pytest plugin (entry point ``pytest11``): one MongoDB-compatible server for the whole test
+session.
 
 ``mongo_uri`` is the session's server: the embedded server with ``--storage-path :memory:``,
 or the server named by the ``MONGO_URI`` environment variable (e.g. a real mongod replica set).
-``mongo_storage`` gives each test its own database name on it.
+``mongo_storage`` (and ``iapflow_storage``, what iapflow's own pytest plugin serves on) gives each
+test its own database name on it.
 """
 
 from __future__ import annotations
@@ -36,3 +38,9 @@ def mongo_uri() -> Iterator[str]:
 def mongo_storage(mongo_uri: str) -> dict[str, Any]:
     """``[storage]`` options for a fresh database on the session's server."""
     return {"backend": "mongo", "url": mongo_uri, "database": "t" + uuid.uuid4().hex[:12]}
+
+
+@pytest.fixture
+def iapflow_storage(mongo_storage: dict[str, Any]) -> dict[str, Any]:
+    """What iapflow's pytest plugin serves on: a fresh database here."""
+    return mongo_storage

@@ -12,21 +12,24 @@ label. A missing image is pulled once; if that fails the error names the image.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import aiodocker
 from aiodocker.exceptions import DockerError
 
-from iapflow.agents import (
+from iapflow.contracts.agents import (
     AgentRuntimeError,
     InstanceNotFound,
     InstanceSpec,
     InstanceStatus,
     RuntimeContext,
+    absent,
+    mapped,
     poll_until_ready,
+    statuses,
 )
 from iapflow.errors import ConfigError
-from iapflow_nodered.shaping import absent, mapped, statuses
 
 OPTIONS: dict[str, Any] = {
     "url": "",
@@ -258,7 +261,7 @@ class DockerRuntime:
         return None
 
 
-def build_docker(options: dict[str, Any], context: RuntimeContext) -> DockerRuntime:
+def build_docker(options: Mapping[str, Any], context: RuntimeContext) -> DockerRuntime:
     """The ``docker`` runtime's factory; checks option names and types."""
     for key, value in options.items():
         if key not in OPTIONS:
@@ -266,4 +269,4 @@ def build_docker(options: dict[str, Any], context: RuntimeContext) -> DockerRunt
             raise ConfigError(f"agents.{key}", f"not an option of the docker runtime ({known})")
         if type(value) is not type(OPTIONS[key]):
             raise ConfigError(f"agents.{key}", f"must be {type(OPTIONS[key]).__name__}")
-    return DockerRuntime(options, context)
+    return DockerRuntime(dict(options), context)

@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from iapflow.agents import AgentRuntimeError
+from iapflow.contracts.agents import AgentRuntimeError
 
 log = logging.getLogger("iapflow.nodered.install")
 

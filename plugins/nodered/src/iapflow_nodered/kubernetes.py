@@ -19,22 +19,30 @@ import contextlib
 import importlib
 import json
 import os
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
-from iapflow.agents import (
+from iapflow.contracts.agents import (
     AgentRuntimeError,
     InstanceNotFound,
     InstanceSpec,
     InstanceStatus,
     RuntimeContext,
+    absent,
     poll_until_ready,
+    statuses,
 )
 from iapflow.errors import ApiError, ConfigError
-from iapflow_nodered.shaping import absent, mapped, statuses
+from iapflow_nodered.kube_objects import (
+    CONTAINER,
+    INSTANCE_LABEL,
+    MANAGED_BY,
+    KubeObjects,
+    iso,
+)
 
 OPTIONS: dict[str, Any] = {
     "kubeconfig": "",
@@ -58,26 +66,8 @@ OPTIONS: dict[str, Any] = {
     "node_selector": {},
     "poll_seconds": 1.0,
 }
-MANAGED_BY = "openiap.io/managed-by"
-INSTANCE_LABEL = "openiap.io/instance"
 RESTARTED_AT = "iapflow.io/restartedAt"
-CONTAINER = "nodered"
-NODE_RED_PORT = 1880
 TIMEOUT = 15.0
-# Pod phases as instance states; a waiting container refines them (see _problem).
-_PHASES = {
-    "Pending": "starting",
-    "Running": "running",
-    "Succeeded": "stopped",
-    "Failed": "crashed",
-}
-_PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
-_CRASHES = {
-    "CrashLoopBackOff",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "RunContainerError",
-}
 
 
 def _client() -> Any:
@@ -94,6 +84,7 @@ class KubernetesRuntime:
         self.options = {**OPTIONS, **options}
         self.context = context
         self.namespace = str(self.options["namespace"])
+        self.objects = KubeObjects(self.options, context)
         self._api: Any = None
         self._host = ""
 
@@ -175,138 +166,6 @@ class KubernetesRuntime:
             )
         return AgentRuntimeError(f"Kubernetes could not {what} ({exc.status}): {message}")
 
-    # -- object descriptions ------------------------------------------------------------------
-
-    def labels(self, spec: InstanceSpec) -> dict[str, str]:
-        """The labels of the instance's objects and pods."""
-        return {
-            "app": spec.name,
-            INSTANCE_LABEL: spec.name,
-            MANAGED_BY: "iapflow",
-            "userid": spec.owner_id,
-            **spec.labels,
-        }
-
-    def metadata(self, spec: InstanceSpec) -> dict[str, Any]:
-        """The name, namespace and labels of each of the instance's objects."""
-        return {"name": spec.name, "namespace": self.namespace, "labels": self.labels(spec)}
-
-    def host(self, name: str) -> str:
-        """The host name the Ingress routes to the instance."""
-        return f"{name}.{self.options['domain']}"
-
-    def deployment_body(
-        self, spec: InstanceSpec, from_secret: Iterable[str] = ()
-    ) -> dict[str, Any]:
-        """The Deployment for ``spec``, as sent on create (and as a merge patch on ensure);
-        the variables named in ``from_secret`` come from the instance's Secret."""
-        name = spec.name
-        labels = self.labels(spec)
-        api_ws_url = str(self.options["api_ws_url"]) or self.context.api_ws_url
-        # The runtime's own variables win over the spec's: an agent's environment (which any
-        # user with update right on it may edit) must not point its owner's token elsewhere.
-        values = {**spec.env, "nodered_id": name, "api_ws_url": api_ws_url}
-        from_secret = list(from_secret)
-        env: list[dict[str, Any]] = [
-            {"name": key, "value": value} for key, value in values.items() if key not in from_secret
-        ]
-        for key in from_secret:
-            env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})
-        memory = spec.memory_mb or int(self.options["memory_mb"])
-        limits = {"memory": f"{memory + int(self.options['memory_headroom_mb'])}Mi"}
-        if self.options["cpu_limit"]:
-            limits["cpu"] = str(self.options["cpu_limit"])
-        probe = {"httpGet": {"path": str(self.options["probe_path"]), "port": NODE_RED_PORT}}
-        container = {
-            "name": CONTAINER,
-            "image": spec.image or str(self.options["image"]),
-            "imagePullPolicy": str(self.options["image_pull_policy"]),
-            "ports": [{"name": "web", "containerPort": NODE_RED_PORT}],
-            "env": sorted(env, key=lambda entry: str(entry["name"])),
-            "resources": {
-                "requests": {"memory": f"{memory}Mi", "cpu": str(self.options["cpu_request"])},
-                "limits": limits,
-            },
-            "readinessProbe": {**probe, "periodSeconds": 2},
-            "livenessProbe": {
-                **probe,
-                "initialDelaySeconds": int(self.options["liveness_initial_delay_seconds"]),
-                "periodSeconds": 5,
-                "failureThreshold": 5,
-            },
-        }
-        pod_spec: dict[str, Any] = {"containers": [container], "enableServiceLinks": False}
-        node_selector = {**self.options["node_selector"], **spec.node_selector}
-        if node_selector:
-            pod_spec["nodeSelector"] = node_selector
-        return {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": self.metadata(spec),
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {INSTANCE_LABEL: name}},
-                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-            },
-        }
-
-    def secret_body(self, spec: InstanceSpec, data: dict[str, str]) -> dict[str, Any]:
-        """The Secret holding ``data`` (the owner's token and the credential key, see
-        ``RuntimeContext.owner_env``), each key an environment variable of the container: a
-        Secret rather than plain env, so reading the Deployment does not reveal them."""
-        return {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": self.metadata(spec),
-            "type": "Opaque",
-            "stringData": data,
-        }
-
-    def service_body(self, spec: InstanceSpec) -> dict[str, Any]:
-        """The Service in front of the instance's pods."""
-        return {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {
-                "name": spec.name,
-                "namespace": self.namespace,
-                "labels": self.labels(spec),
-            },
-            "spec": {
-                "type": str(self.options["service_type"]),
-                "selector": {INSTANCE_LABEL: spec.name},
-                "ports": [{"name": "web", "port": NODE_RED_PORT, "targetPort": NODE_RED_PORT}],
-                "sessionAffinity": "ClientIP",
-            },
-        }
-
-    def ingress_body(self, spec: InstanceSpec) -> dict[str, Any]:
-        """The Ingress routing ``<name>.<domain>`` to the Service."""
-        host = self.host(spec.name)
-        backend = {"service": {"name": spec.name, "port": {"number": NODE_RED_PORT}}}
-        ingress_spec: dict[str, Any] = {
-            "rules": [
-                {
-                    "host": host,
-                    "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]},
-                }
-            ]
-        }
-        if self.options["ingress_class"]:
-            ingress_spec["ingressClassName"] = str(self.options["ingress_class"])
-        if self.options["tls_secret"]:
-            ingress_spec["tls"] = [{"hosts": [host], "secretName": str(self.options["tls_secret"])}]
-        return {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "Ingress",
-            "metadata": {
-                "name": spec.name,
-                "namespace": self.namespace,
-                "labels": self.labels(spec),
-            },
-            "spec": ingress_spec,
-        }
-
     # -- reading ------------------------------------------------------------------------------
 
     async def _deployment(self, name: str) -> Any:
@@ -342,90 +201,6 @@ class KubernetesRuntime:
         )
         return list(found.items or [])
 
-    @staticmethod
-    def _problem(pod: Any) -> tuple[str, str]:
-        """``(state, reason)`` when a pod's container cannot run (image pull, crash loop), or
-        ``("", reason)`` for a pod that waits to be scheduled; ``("", "")`` otherwise."""
-        status = pod.status
-        for container in (status.container_statuses or []) if status else []:
-            waiting = container.state.waiting if container.state else None
-            if waiting is None or not waiting.reason:
-                continue
-            message = waiting.message or waiting.reason
-            if waiting.reason in _PULL_FAILURES:
-                image = container.image or "?"
-                return "crashed", f"image {image!r} cannot be pulled ({waiting.reason}): {message}"
-            if waiting.reason in _CRASHES:
-                return "crashed", f"{waiting.reason}: {message}"
-        for condition in (status.conditions or []) if status else []:
-            if condition.type == "PodScheduled" and condition.status == "False":
-                return "", f"not scheduled ({condition.reason}): {condition.message}"
-        return "", ""
-
-    @staticmethod
-    def _restarts(pod: Any) -> int:
-        containers = (pod.status.container_statuses or []) if pod.status else []
-        return sum(int(c.restart_count or 0) for c in containers)
-
-    def _pod_status(self, name: str, pod: Any) -> InstanceStatus:
-        phase = str(pod.status.phase or "") if pod.status else ""
-        problem, reason = self._problem(pod)
-        labels = pod.metadata.labels or {}
-        status = mapped(
-            pod.metadata.name,
-            phase,
-            _PHASES,
-            owner_id=labels.get("userid", ""),
-            restarts=self._restarts(pod),
-            reason=reason,
-            started=_iso(pod.status.start_time if pod.status else None),
-            extra={"instance": name, "nodename": (pod.spec.node_name or "") if pod.spec else ""},
-        )
-        ready = all(c.ready for c in (pod.status.container_statuses or [])) if pod.status else False
-        if problem:
-            status.state = problem
-        elif status.state == "running" and not ready:
-            status.state = "starting"
-        if pod.metadata.deletion_timestamp is not None:
-            status.state = "stopping"
-        return status
-
-    def _status(self, name: str, deployment: Any, pods: list[Any]) -> InstanceStatus:
-        labels = deployment.metadata.labels or {}
-        wanted = deployment.spec.replicas if deployment.spec.replicas is not None else 1
-        ready = int(deployment.status.ready_replicas or 0) if deployment.status else 0
-        problems = [self._problem(pod) for pod in pods]
-        crash = next((p for p in problems if p[0] == "crashed"), None)
-        reason = crash[1] if crash else next((p[1] for p in problems if p[1]), "")
-        if wanted == 0:
-            state = "stopping" if pods else "stopped"
-        elif ready > 0:
-            state = "running"
-        elif crash is not None:
-            state = "crashed"
-        else:
-            state = "starting"
-        return InstanceStatus(
-            name=name,
-            state=state,
-            owner_id=labels.get("userid", ""),
-            url=self._url(name),
-            restarts=sum(self._restarts(pod) for pod in pods),
-            reason=reason,
-            started=_iso(deployment.metadata.creation_timestamp),
-            extra={
-                "namespace": self.namespace,
-                "service_url": f"http://{name}.{self.namespace}:{NODE_RED_PORT}/",
-                "pods": [pod.metadata.name for pod in pods],
-            },
-        )
-
-    def _url(self, name: str) -> str:
-        scheme = "https" if self.options["tls_secret"] else "http"
-        if self.options["ingress"]:
-            return f"{scheme}://{self.host(name)}/"
-        return f"http://{name}.{self.namespace}:{NODE_RED_PORT}/"
-
     # -- changing -----------------------------------------------------------------------------
 
     async def _patch(self, name: str, what: str, body: dict[str, Any]) -> None:
@@ -456,7 +231,7 @@ class KubernetesRuntime:
     async def _ensure_secret(self, spec: InstanceSpec, data: dict[str, str]) -> None:
         """Create the token Secret, or give an existing one a fresh token."""
         _apps, core, _net = self._apis()
-        body = self.secret_body(spec, data)
+        body = self.objects.secret_body(spec, data)
         created = await self._create(
             f"create secret {spec.name}",
             core.create_namespaced_secret(self.namespace, body, _request_timeout=TIMEOUT),
@@ -480,7 +255,7 @@ class KubernetesRuntime:
         deployment to ``spec`` with one replica (and a fresh token)."""
         apps, core, net = self._apis()
         owner = await self.context.owner_env(spec)
-        body = self.deployment_body(spec, owner)
+        body = self.objects.deployment_body(spec, owner)
         exists = await self._deployment(spec.name) is not None
         if owner:
             await self._ensure_secret(spec, owner)
@@ -494,14 +269,14 @@ class KubernetesRuntime:
         await self._create(
             f"create service {spec.name}",
             core.create_namespaced_service(
-                self.namespace, self.service_body(spec), _request_timeout=TIMEOUT
+                self.namespace, self.objects.service_body(spec), _request_timeout=TIMEOUT
             ),
         )
         if self.options["ingress"]:
             await self._create(
                 f"create ingress {spec.name}",
                 net.create_namespaced_ingress(
-                    self.namespace, self.ingress_body(spec), _request_timeout=TIMEOUT
+                    self.namespace, self.objects.ingress_body(spec), _request_timeout=TIMEOUT
                 ),
             )
         return await self.status(spec.name)
@@ -562,7 +337,7 @@ class KubernetesRuntime:
         deployment = await self._deployment(name)
         if deployment is None:
             return absent(name)
-        return self._status(name, deployment, await self._pods(name))
+        return self.objects.status(name, deployment, await self._pods(name))
 
     async def wait_ready(self, name: str, within: float = 60.0) -> InstanceStatus:
         """Wait until a pod is ready (its readiness probe answers)."""
@@ -574,7 +349,7 @@ class KubernetesRuntime:
         pods = [p for p in await self._pods(name) if p.status and p.status.phase == "Running"]
         if not pods:
             return ""
-        pod = max(pods, key=lambda p: _iso(p.status.start_time))
+        pod = max(pods, key=lambda p: iso(p.status.start_time))
         _apps, core, _net = self._apis()
         text = await self._call(
             f"read the log of pod {pod.metadata.name}",
@@ -598,7 +373,7 @@ class KubernetesRuntime:
         """One status per pod of the instance (empty when it has none or does not exist)."""
         if await self._deployment(name) is None:
             return []
-        return [self._pod_status(name, pod) for pod in await self._pods(name)]
+        return [self.objects.pod_status(name, pod) for pod in await self._pods(name)]
 
     async def delete_pod(self, name: str, pod: str) -> None:
         """Delete one pod of the instance, or all of them when ``pod`` is the instance's name;
@@ -642,15 +417,7 @@ class KubernetesRuntime:
         return await statuses(self, [name for name in names if name])
 
 
-def _iso(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def build_kubernetes(options: dict[str, Any], context: RuntimeContext) -> KubernetesRuntime:
+def build_kubernetes(options: Mapping[str, Any], context: RuntimeContext) -> KubernetesRuntime:
     """The ``kubernetes`` runtime's factory; checks option names and types, and that
     kubernetes-asyncio is installed."""
     for key, value in options.items():
@@ -673,4 +440,4 @@ def build_kubernetes(options: dict[str, Any], context: RuntimeContext) -> Kubern
             "the kubernetes runtime needs kubernetes-asyncio; install it with: "
             "pip install 'iapflow-nodered[kubernetes]'",
         ) from exc
-    return KubernetesRuntime(options, context)
+    return KubernetesRuntime(dict(options), context)

@@ -34,23 +34,24 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from iapflow.agents import (
+from iapflow.contracts.agents import (
     AgentRuntimeError,
     InstanceNotFound,
     InstanceSpec,
     InstanceStatus,
     RuntimeContext,
+    absent,
     poll_until_ready,
 )
+from iapflow.contracts.private import write_secret
 from iapflow.errors import ConfigError, StartupError
-from iapflow.private import write_secret
 from iapflow_nodered import sandbox
 from iapflow_nodered.install import (
     DEFAULT_VERSION,
@@ -60,7 +61,15 @@ from iapflow_nodered.install import (
     find_node,
     package_current,
 )
-from iapflow_nodered.shaping import absent
+from iapflow_nodered.instances import (
+    INSTANCE_ENV,
+    Instance,
+    end_group,
+    iapflow_settings_js,
+    pid_alive,
+    port_free,
+    settings_js,
+)
 
 log = logging.getLogger("iapflow.nodered.process")
 
@@ -88,121 +97,6 @@ HOST_NODES = ("admins", "everyone", "nobody")
 HOST_NODE_FILES = ["90-exec.js", "10-file.js", "23-watch.js"]
 UID_COUNT = 10000
 LOG_KEEP_BYTES = 5 * 1024 * 1024
-INSTANCE_ENV = "IAPFLOW_NODERED_INSTANCE"
-
-
-@dataclass
-class _Instance:
-    spec: InstanceSpec
-    folder: Path
-    port: int
-    wanted: str = "running"
-    pid: int | None = None
-    started: str = ""
-    restarts: int = 0
-    reason: str = ""
-    crashed: bool = False
-    installing: bool = False
-    ready: bool = False
-    sandboxed: bool = False
-    uid: int | None = None
-    """The instance's own OS user (a sandboxed instance of a server running as root)."""
-    bridge: sandbox.ApiBridge | None = field(default=None, repr=False)
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
-    crash_times: list[float] = field(default_factory=list)
-
-    def save(self) -> None:
-        if not self.folder.is_dir():
-            return  # removed by another runtime object (the server that adopted it)
-        state = {
-            "spec": asdict(self.spec),
-            "port": self.port,
-            "wanted": self.wanted,
-            "pid": self.pid,
-            "started": self.started,
-            "restarts": self.restarts,
-            "sandboxed": self.sandboxed,
-            "uid": self.uid,
-        }
-        tmp = self.folder / "state.json.tmp"
-        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-        tmp.replace(self.folder / "state.json")
-
-
-def pid_alive(pid: int, marker: str) -> bool:
-    """True if ``pid`` runs (not a zombie) and, where /proc exists, it is the instance whose
-    folder is ``marker`` (its working directory, or its ``IAPFLOW_NODERED_INSTANCE``), so a
-    reused PID is never taken for an instance. Node-RED renames its process title, so the
-    command line cannot tell."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-    proc = Path(f"/proc/{pid}")
-    if proc.exists():
-        try:
-            stat = (proc / "stat").read_text()
-            if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return False
-        except OSError:
-            return False
-        try:
-            if os.readlink(proc / "cwd") == marker:
-                return True
-        except OSError:
-            pass
-        try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            return False
-        return f"{INSTANCE_ENV}={marker}".encode() in environ
-    return True
-
-
-def port_free(host: str, port: int) -> bool:
-    """True if nothing listens on ``host:port`` (a bind test, as Node-RED will bind it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _settings_js(host: str, port: Any, secret: str, extra: dict[str, Any]) -> str:
-    """Settings of an instance that is not connected to an iapflow server (no owner, or a
-    runtime used on its own): flows in its userdir, no sign-in, loopback only."""
-    settings = {
-        "uiHost": host,
-        "uiPort": port,
-        "flowFile": "flows.json",
-        "credentialSecret": secret,
-        "logging": {"console": {"level": "info", "metrics": False, "audit": False}},
-        "editorTheme": {"projects": {"enabled": False}, "tours": False},
-        "diagnostics": {"enabled": False},
-        "telemetry": {"enabled": False, "updateNotification": False},
-        "externalModules": {"autoInstall": False},
-        **extra,
-    }
-    return (
-        "// Written by iapflow for this instance; it is rewritten on every start.\n"
-        f"module.exports = {json.dumps(settings, indent=2)};\n"
-    )
-
-
-def _iapflow_settings_js(package: Path, options: dict[str, Any]) -> str:
-    """Settings of an instance on iapflow: node-red-iapflow's storage module (flows in the
-    ``nodered`` collection), sign-in through iapflow and its nodes. The token comes from the
-    ``jwt`` environment variable, so it is not written to disk."""
-    return (
-        "// Written by iapflow for this instance; it is rewritten on every start.\n"
-        f"module.exports = require({json.dumps(str(package))})(\n"
-        f"{json.dumps(options, indent=2)}\n);\n"
-    )
 
 
 def _now() -> str:
@@ -228,7 +122,7 @@ class ProcessRuntime:
         self.bwrap: str | None = None
         self.sandbox_problem: str | None = "not checked yet"
         """Why instances cannot run in a sandbox here (``None`` when they can)."""
-        self._instances: dict[str, _Instance] = {}
+        self._instances: dict[str, Instance] = {}
         self._lock = asyncio.Lock()
         self._http: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -248,7 +142,7 @@ class ProcessRuntime:
             except (OSError, ValueError, TypeError, KeyError) as exc:
                 log.warning("skipping %s: %s", state_file, exc)
                 continue
-            inst = _Instance(spec, state_file.parent, int(state["port"]), wanted=state["wanted"])
+            inst = Instance(spec, state_file.parent, int(state["port"]), wanted=state["wanted"])
             inst.restarts = int(state.get("restarts", 0))
             inst.started = str(state.get("started", ""))
             inst.sandboxed = bool(state.get("sandboxed"))
@@ -335,7 +229,7 @@ class ProcessRuntime:
             return True
         return await check(spec.owner_id)
 
-    def _allocate_uid(self, inst: _Instance) -> int | None:
+    def _allocate_uid(self, inst: Instance) -> int | None:
         """The instance's own OS user when the server runs as root (kept across starts)."""
         if os.geteuid() != 0:
             return None
@@ -350,13 +244,13 @@ class ProcessRuntime:
             f"no free user id for an instance between {base} and {base + UID_COUNT}"
         )
 
-    async def _open_bridge(self, inst: _Instance) -> None:
+    async def _open_bridge(self, inst: Instance) -> None:
         """Listen on the instance's API socket (again, after a restart of the server)."""
         await self._close_bridge(inst)
         inst.bridge = sandbox.ApiBridge(inst.folder / "run", self._api_address(), inst.uid)
         await inst.bridge.start()
 
-    async def _close_bridge(self, inst: _Instance) -> None:
+    async def _close_bridge(self, inst: Instance) -> None:
         if inst.bridge is not None:
             await inst.bridge.stop()
             inst.bridge = None
@@ -386,14 +280,14 @@ class ProcessRuntime:
 
     # -- launching ----------------------------------------------------------------------------
 
-    async def _launch_safely(self, inst: _Instance) -> None:
+    async def _launch_safely(self, inst: Instance) -> None:
         try:
             await self._launch(inst)
         except AgentRuntimeError as exc:
             inst.crashed, inst.reason = True, str(exc)
             log.warning("Node-RED instance %s did not start: %s", inst.spec.name, exc)
 
-    async def _launch(self, inst: _Instance) -> None:
+    async def _launch(self, inst: Instance) -> None:
         """Install Node-RED if needed, write settings and start the child process (in its
         sandbox when the machine has one)."""
         node = find_node(str(self.options["node"]))
@@ -423,7 +317,7 @@ class ProcessRuntime:
                 listener.close()  # the child holds its own copy
         self._watch(inst)
 
-    def _listen(self, inst: _Instance) -> socket.socket:
+    def _listen(self, inst: Instance) -> socket.socket:
         """The editor's socket, bound on the host for the sandboxed instance to serve on."""
         try:
             return sandbox.listening_socket(self.host, inst.port)
@@ -445,7 +339,7 @@ class ProcessRuntime:
             "externalModules": {"autoInstall": False, "palette": {"allowInstall": False}},
         }
 
-    def _prepare_home(self, inst: _Instance, uid: int | None) -> Path:
+    def _prepare_home(self, inst: Instance, uid: int | None) -> Path:
         """The instance's writable folder (``home``, holding ``userdir``), owned by its user."""
         home = inst.folder / "home"
         userdir = home / "userdir"
@@ -464,7 +358,7 @@ class ProcessRuntime:
 
     async def _spawn(
         self,
-        inst: _Instance,
+        inst: Instance,
         node: str,
         red: Path,
         admin_owner: bool,
@@ -502,9 +396,9 @@ class ProcessRuntime:
                 "ownerName": inst.spec.owner_name,
                 "extra": extra,
             }
-            text = _iapflow_settings_js(package, options)
+            text = iapflow_settings_js(package, options)
         else:
-            text = _settings_js(self.host, port, secret, extra)
+            text = settings_js(self.host, port, secret, extra)
         settings.unlink(missing_ok=True)
         write_secret(settings, text)  # it holds the credential key; a sandbox gets a copy
         log_file = inst.folder / "node-red.log"
@@ -580,11 +474,11 @@ class ProcessRuntime:
             inst.spec.name, inst.pid, inst.port, how,
         )  # fmt: skip
 
-    async def _open_bridge_for(self, inst: _Instance, uid: int | None) -> None:
+    async def _open_bridge_for(self, inst: Instance, uid: int | None) -> None:
         inst.uid = uid
         await self._open_bridge(inst)
 
-    def _credential_secret(self, inst: _Instance) -> str:
+    def _credential_secret(self, inst: Instance) -> str:
         """The key Node-RED encrypts the instance's credentials with: the server's key for this
         instance name, so a re-created instance reads the credentials kept in ``nodered``; a
         random one kept in the instance folder when the runtime runs without a server."""
@@ -604,17 +498,17 @@ class ProcessRuntime:
         collection, sign-in through iapflow. Not so for a runtime used without a server."""
         return bool(self.context.issue_token and spec.owner_id and self.context.api_ws_url)
 
-    def _watch(self, inst: _Instance) -> None:
+    def _watch(self, inst: Instance) -> None:
         if inst.watcher is not None and not inst.watcher.done():
             inst.watcher.cancel()
         inst.watcher = asyncio.get_running_loop().create_task(self._supervise(inst))
 
-    def _alive(self, inst: _Instance) -> bool:
+    def _alive(self, inst: Instance) -> bool:
         if inst.proc is not None and inst.proc.pid == inst.pid:
             return inst.proc.poll() is None
         return inst.pid is not None and pid_alive(inst.pid, str(inst.folder))
 
-    async def _supervise(self, inst: _Instance) -> None:
+    async def _supervise(self, inst: Instance) -> None:
         """Poll readiness until the editor answers, then liveness; restart after a crash."""
         while self._alive(inst):
             if not inst.ready:
@@ -622,7 +516,7 @@ class ProcessRuntime:
             await asyncio.sleep(0.2 if not inst.ready else 0.5)
         code = inst.proc.returncode if inst.proc is not None else None
         if inst.pid is not None:
-            await _end_group(inst.pid)  # what the leader left behind must not hold the port
+            await end_group(inst.pid)  # what the leader left behind must not hold the port
         inst.proc, inst.pid, inst.ready = None, None, False
         if inst.wanted != "running":
             inst.save()
@@ -651,11 +545,11 @@ class ProcessRuntime:
             inst.watcher = None
             await self._launch_safely(inst)
 
-    def _append_log(self, inst: _Instance, line: str) -> None:
+    def _append_log(self, inst: Instance, line: str) -> None:
         with contextlib.suppress(OSError), (inst.folder / "node-red.log").open("a") as out:
             out.write(f"[iapflow] {_now()} {line}\n")
 
-    async def _answers(self, inst: _Instance) -> bool:
+    async def _answers(self, inst: Instance) -> bool:
         if self._http is None:
             return False
         try:
@@ -664,7 +558,7 @@ class ProcessRuntime:
             return False
         return reply.status_code == 200
 
-    async def _terminate(self, inst: _Instance) -> None:
+    async def _terminate(self, inst: Instance) -> None:
         """SIGTERM the process group, SIGKILL it after ``stop_timeout_seconds``."""
         pid = inst.pid
         if pid is None:
@@ -682,10 +576,10 @@ class ProcessRuntime:
                 await asyncio.sleep(0.05)
         if inst.proc is not None:
             inst.proc.poll()
-        await _end_group(pid)
+        await end_group(pid)
         inst.pid, inst.proc, inst.ready = None, None, False
 
-    async def _halt(self, inst: _Instance) -> None:
+    async def _halt(self, inst: Instance) -> None:
         inst.wanted = "stopped"
         await self._terminate(inst)
         if inst.watcher is not None:
@@ -699,13 +593,13 @@ class ProcessRuntime:
 
     # -- the runtime interface ----------------------------------------------------------------
 
-    def _get(self, name: str) -> _Instance:
+    def _get(self, name: str) -> Instance:
         inst = self._instances.get(name)
         if inst is None:
             raise InstanceNotFound(f"no Node-RED instance named {name!r}")
         return inst
 
-    def _status(self, inst: _Instance) -> InstanceStatus:
+    def _status(self, inst: Instance) -> InstanceStatus:
         alive = inst.pid is not None and self._alive(inst)
         if inst.installing:
             state = "installing"
@@ -739,14 +633,14 @@ class ProcessRuntime:
             if inst is None:
                 folder = self.instances_dir / spec.name
                 folder.mkdir(parents=True, exist_ok=True)
-                inst = _Instance(spec, folder, self._allocate_port())
+                inst = Instance(spec, folder, self._allocate_port())
                 self._instances[spec.name] = inst
             else:
                 inst.spec = spec
             inst.save()
             return await self._start(inst)
 
-    async def _start(self, inst: _Instance) -> InstanceStatus:
+    async def _start(self, inst: Instance) -> InstanceStatus:
         inst.wanted = "running"
         if inst.pid is None or not self._alive(inst):
             inst.pid, inst.crashed, inst.reason = None, False, ""
@@ -820,47 +714,7 @@ class ProcessRuntime:
         return None
 
 
-def group_members(group: int) -> list[int]:
-    """The live processes of process group ``group`` (from /proc)."""
-    members = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 3 and fields[0] not in ("Z", "X") and fields[2] == str(group):
-            members.append(int(entry.name))
-    return members
-
-
-async def _end_group(group: int, within: float = 5.0) -> None:
-    """SIGKILL what is left of an instance's process group (its leader, bubblewrap, may be
-    gone while Node-RED still runs inside) and wait until it is gone."""
-    deadline = time.monotonic() + within
-    while group_members(group) and time.monotonic() < deadline:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(group, signal.SIGKILL)
-        await asyncio.sleep(0.05)
-
-
-def reap(data_dir: Path) -> list[int]:
-    """Kill every Node-RED process that a process runtime on ``data_dir`` recorded, without a
-    runtime: instances outlive their server on purpose (the next one adopts them), so a test
-    that fails half-way, or a machine being cleaned up, needs this. Returns the PIDs killed."""
-    killed = []
-    for state_file in (data_dir / "nodered" / "instances").glob("*/state.json"):
-        try:
-            pid = json.loads(state_file.read_text(encoding="utf-8")).get("pid")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(pid, int) and pid_alive(pid, str(state_file.parent)):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)  # its own session: Node-RED and its children
-            killed.append(pid)
-    return killed
-
-
-def build_process(options: dict[str, Any], context: RuntimeContext) -> ProcessRuntime:
+def build_process(options: Mapping[str, Any], context: RuntimeContext) -> ProcessRuntime:
     """The ``process`` runtime's factory; checks option names, types and choices."""
     for key, value in options.items():
         if key not in OPTIONS:
@@ -874,4 +728,4 @@ def build_process(options: dict[str, Any], context: RuntimeContext) -> ProcessRu
     for key, choices in (("sandbox", SANDBOX_MODES), ("host_nodes", HOST_NODES)):
         if key in options and options[key] not in choices:
             raise ConfigError(f"agents.{key}", f"must be one of {', '.join(choices)}")
-    return ProcessRuntime(options, context)
+    return ProcessRuntime(dict(options), context)

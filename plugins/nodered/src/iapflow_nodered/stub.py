@@ -9,18 +9,20 @@ the server.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from iapflow.agents import (
+from iapflow.contracts.agents import (
     InstanceNotFound,
     InstanceSpec,
     InstanceStatus,
     RuntimeContext,
+    absent,
     poll_until_ready,
+    statuses,
 )
 from iapflow.errors import ConfigError
-from iapflow_nodered.shaping import absent, statuses
 
 FAIL_START_PREFIX = "stubfailstart"
 
@@ -142,7 +144,7 @@ class StubRuntime:
         return None
 
 
-def build_stub(options: dict[str, Any], context: RuntimeContext) -> StubRuntime:
+def build_stub(options: Mapping[str, Any], context: RuntimeContext) -> StubRuntime:
     """The ``stub`` runtime's factory; its one option is ``start_delay`` (seconds)."""
     unknown = set(options) - {"start_delay"}
     if unknown:

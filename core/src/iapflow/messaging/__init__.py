@@ -1,2 +1,0 @@
-"""Messaging: the broker contract, the in-process broker and the queue service the queue
-commands use."""

@@ -1,0 +1,1 @@
+"""iapflow-hello: an example iapflow plugin (see its ``plugin`` module)."""
